@@ -1,0 +1,1 @@
+"""sonoflow.models.arch: torch modules (training and export only)."""

@@ -1,0 +1,1 @@
+"""sonoflow.models.runtime: inference backends behind one protocol. Never imports torch at module level."""

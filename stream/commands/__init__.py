@@ -1,0 +1,1 @@
+"""sonoflow.stream.commands: one module per CLI command (add_arguments + run)."""

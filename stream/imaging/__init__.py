@@ -1,0 +1,1 @@
+"""sonoflow.stream.imaging: sector finding, calibration and frame-quality measures (numpy/OpenCV)."""

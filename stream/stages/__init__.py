@@ -1,0 +1,1 @@
+"""sonoflow.stream.stages."""

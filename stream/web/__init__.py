@@ -1,0 +1,1 @@
+"""sonoflow.stream.web: the browser viewer (aiohttp, WebSocket)."""

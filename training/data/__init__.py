@@ -1,0 +1,1 @@
+"""sonoflow.training.data: datasets from the simulator and from real archives."""

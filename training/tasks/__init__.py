@@ -1,0 +1,1 @@
+"""sonoflow.training.tasks: one module per trainable task."""
