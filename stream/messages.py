@@ -138,6 +138,8 @@ class FrameHeader(msgspec.Struct, tag="frame", tag_field="kind"):
     capture_ns: int  # time.monotonic_ns() when the frame left capture
     pixel_format: str  # "gray8" | "rgb24"
     pixel_spacing_mm: tuple[float, float] | None = None  # (x, y) from the source, if it knows
+    spacing_source: str = "none"  # "dicom-regions" | "simulator" | "user" | "none"
+    spacing_note: str = ""  # why the source's own calibration was refused, if it was
     source: str = ""
     buffers: list[BufferSpec] = msgspec.field(default_factory=list)
     status: str = "pending"

@@ -34,11 +34,14 @@ class SourceFrame:
         extra: per-frame side data worth forwarding (e.g. simulator ground-truth id); small.
     """
 
-    image: np.ndarray
+    image: np.ndarray | None
     frame_index: int
     pts: int
     time_base: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: set (and ``image`` may be None) when this one frame could not be decoded but the
+    #: stream goes on; the frame is then accounted as "failed"
+    error: str | None = None
 
 
 class Source:
