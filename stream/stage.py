@@ -60,6 +60,7 @@ STAGES: dict[str, str] = {
     "track": "sonoflow.stream.stages.track:TrackStage",
     "aggregate": "sonoflow.stream.stages.aggregate:AggregateStage",
     "render": "sonoflow.stream.stages.render:RenderStage",
+    "view": "sonoflow.stream.stages.view:ViewStage",
     "sink": "sonoflow.stream.sinks.outputs:OutputSink",
 }
 
