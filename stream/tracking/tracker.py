@@ -1,0 +1,213 @@
+"""ByteTrack-style lesion tracker: Kalman prediction, two-pass association, gap survival.
+
+Per-instance state only: track ids count from 1 in each tracker and restart at ``reset()``
+(ByteTrack's class-level ``BaseTrack._count`` shares ids between every tracker in a process;
+two streams in one process would then interleave ids).
+
+One ``update`` per analysed frame:
+
+1. every live track predicts its box (Kalman, constant velocity; velocity decays while lost);
+2. pass 1: high-confidence detections vs all live tracks (confirmed, tentative, lost),
+   similarity = IoU blended with centre proximity, Hungarian assignment;
+3. pass 2: low-confidence detections vs the confirmed tracks left over that were seen on the
+   previous update (low-score recovery: a fading lesion keeps its track without being allowed
+   to start one);
+4. unmatched high-confidence detections start tentative tracks; a track is confirmed after
+   ``min_hits`` matches; a tentative track that misses is dropped; a confirmed track survives
+   ``max_lost_updates`` updates without a match (a lesion leaves and re-enters the plane
+   during a sweep), with a gate that widens while it is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from sonoflow.stream.errors import ConfigError
+from sonoflow.stream.tracking.association import assign, similarity
+from sonoflow.stream.tracking.kalman import BoxKalman
+
+
+class BoxLike(Protocol):
+    """Anything with a pixel box and a confidence (``sonoflow.stream.messages.Detection``)."""
+
+    xyxy_px: tuple[float, float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracker thresholds. Counts are in tracker updates (analysed frames).
+
+    Attributes:
+        high_confidence: detections at or above this enter pass 1.
+        low_confidence: detections in ``[low_confidence, high_confidence)`` enter pass 2 only;
+            below it they are ignored.
+        new_track_confidence: an unmatched detection starts a track only at or above this.
+        min_hits: matches needed before a track is confirmed.
+        max_lost_updates: updates a confirmed track survives without a match.
+        iou_weight: weight of IoU in the similarity (the rest is centre proximity).
+        gate_scale: centre gate radius as a multiple of the larger box side.
+        lost_gate_growth: the gate grows by this fraction per missed update, up to 2x.
+        min_similarity_high: assignment floor in pass 1.
+        min_similarity_low: assignment floor in pass 2 (stricter: low scores are noisier).
+        velocity_decay: Kalman velocity factor per prediction made without a measurement.
+    """
+
+    high_confidence: float = 0.5
+    low_confidence: float = 0.1
+    new_track_confidence: float = 0.5
+    min_hits: int = 3
+    max_lost_updates: int = 45
+    iou_weight: float = 0.5
+    gate_scale: float = 1.0
+    lost_gate_growth: float = 0.05
+    min_similarity_high: float = 0.3
+    min_similarity_low: float = 0.4
+    velocity_decay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.low_confidence <= self.high_confidence <= 1.0:
+            raise ConfigError(
+                f"tracker: need 0 <= low_confidence <= high_confidence <= 1, got "
+                f"low={self.low_confidence}, high={self.high_confidence}; fix the track config")
+        if self.min_hits < 1 or self.max_lost_updates < 0:
+            raise ConfigError(f"tracker: min_hits must be >= 1 and max_lost_updates >= 0, got "
+                              f"{self.min_hits} and {self.max_lost_updates}")
+        if not 0.0 <= self.iou_weight <= 1.0 or self.gate_scale <= 0:
+            raise ConfigError(f"tracker: iou_weight must be in [0, 1] and gate_scale > 0, got "
+                              f"{self.iou_weight} and {self.gate_scale}")
+
+
+@dataclass
+class Track:
+    """One lesion track.
+
+    Attributes:
+        track_id: id unique within this tracker (from 1).
+        first_frame: frame index of the first match.
+        last_frame: frame index of the latest match.
+        hits: number of matched updates.
+        misses: consecutive updates without a match (0 when matched on this update).
+        confirmed: reached ``min_hits`` (stays True once set).
+        detection_index: index of the matched detection in the latest ``update`` input, or
+            None when this track was not matched on the latest update.
+        confidence: confidence of the latest matched detection.
+    """
+
+    track_id: int
+    kalman: BoxKalman = field(repr=False)
+    first_frame: int
+    last_frame: int
+    hits: int = 1
+    misses: int = 0
+    confirmed: bool = False
+    detection_index: int | None = None
+    confidence: float = 0.0
+
+    @property
+    def xyxy_px(self) -> tuple[float, float, float, float]:
+        """The filtered box ``(x0, y0, x1, y1)`` in pixels."""
+        return tuple(float(v) for v in self.kalman.xyxy_px)  # type: ignore[return-value]
+
+
+class ByteTrackLike:
+    """Two-pass (high, then low confidence) Kalman tracker. See the module docstring.
+
+    Args:
+        config: thresholds; the defaults suit 30 fps sweeps with key frames every frame.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        self._tracks: list[Track] = []
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget every track and restart ids at 1."""
+        self._tracks = []
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Every live track (tentative, confirmed, lost), oldest first."""
+        return list(self._tracks)
+
+    def update(self, detections: Sequence[BoxLike], frame_index: int) -> list[Track]:
+        """Associate one frame's detections with the tracks.
+
+        Args:
+            detections: boxes (``xyxy_px`` in original-frame pixels) with ``confidence``.
+            frame_index: the frame's index in the source (for first/last frame bookkeeping).
+
+        Returns:
+            The tracks matched on this update (tentative and confirmed), each with
+            ``detection_index`` pointing into ``detections``; sorted by ``track_id``.
+        """
+        cfg = self.config
+        boxes = np.array([d.xyxy_px for d in detections], dtype=np.float64).reshape(-1, 4)
+        conf = np.array([d.confidence for d in detections], dtype=np.float64)
+        for t in self._tracks:
+            t.kalman.predict()
+            t.detection_index = None
+        high = [i for i in range(len(conf)) if conf[i] >= cfg.high_confidence]
+        low = [i for i in range(len(conf)) if cfg.low_confidence <= conf[i] < cfg.high_confidence]
+
+        # pass 1: high-confidence detections against every live track
+        matched_tracks: set[int] = set()
+        pool = list(range(len(self._tracks)))
+        unmatched_high = self._match(pool, high, boxes, cfg.min_similarity_high, matched_tracks,
+                                     frame_index, conf)
+        # pass 2: low-confidence detections against confirmed tracks seen on the last update
+        pool2 = [k for k in range(len(self._tracks)) if k not in matched_tracks
+                 and self._tracks[k].confirmed and self._tracks[k].misses == 0]
+        self._match(pool2, low, boxes, cfg.min_similarity_low, matched_tracks, frame_index, conf)
+
+        survivors: list[Track] = []
+        for k, t in enumerate(self._tracks):
+            if k not in matched_tracks:
+                t.misses += 1
+                if not t.confirmed or t.misses > cfg.max_lost_updates:
+                    continue
+            survivors.append(t)
+        for j in unmatched_high:
+            if conf[j] >= cfg.new_track_confidence:
+                survivors.append(self._new_track(boxes[j], frame_index, j, float(conf[j])))
+        self._tracks = survivors
+        return sorted((t for t in self._tracks if t.detection_index is not None),
+                      key=lambda t: t.track_id)
+
+    def _match(self, pool: list[int], det_idx: list[int], boxes: np.ndarray, floor: float,
+               matched_tracks: set[int], frame_index: int, conf: np.ndarray) -> list[int]:
+        """Assign ``det_idx`` detections to the ``pool`` tracks; return unmatched detections."""
+        if not pool or not det_idx:
+            return list(det_idx)
+        cfg = self.config
+        track_boxes = np.stack([self._tracks[k].kalman.xyxy_px for k in pool])
+        sim = np.empty((len(pool), len(det_idx)))
+        for row, k in enumerate(pool):
+            growth = min(1.0 + cfg.lost_gate_growth * self._tracks[k].misses, 2.0)
+            sim[row] = similarity(track_boxes[row:row + 1], boxes[det_idx], cfg.iou_weight,
+                                  cfg.gate_scale * growth)[0]
+        matches, _, unmatched_cols = assign(sim, floor)
+        for row, col in matches:
+            t = self._tracks[pool[row]]
+            j = det_idx[col]
+            t.kalman.update(boxes[j])
+            t.hits += 1
+            t.misses = 0
+            t.last_frame = frame_index
+            t.detection_index = j
+            t.confidence = float(conf[j])
+            t.confirmed = t.confirmed or t.hits >= cfg.min_hits
+            matched_tracks.add(pool[row])
+        return [det_idx[c] for c in unmatched_cols]
+
+    def _new_track(self, box: np.ndarray, frame_index: int, det: int, conf: float) -> Track:
+        t = Track(track_id=self._next_id, kalman=BoxKalman(box, self.config.velocity_decay),
+                  first_frame=frame_index, last_frame=frame_index, detection_index=det,
+                  confidence=conf, confirmed=self.config.min_hits <= 1)
+        self._next_id += 1
+        return t
