@@ -1,0 +1,416 @@
+"""StageRunner and CaptureRunner: own the sockets, the poll loop, stamps, edge policy,
+end-of-stream, heartbeats and the error policy. Stages know nothing of any of it.
+
+Control channel: every runner has a DEALER (identity = its name) connected to the supervisor's
+ROUTER. Runner -> supervisor: ``ready`` (after ``open()``), ``hb`` (heartbeat from the poll
+loop, so a hung ``process`` stops them: the application watchdog), ``done`` (stats), ``fatal``
+(message). Supervisor -> runner: ``start`` (captures wait for it: the ready handshake, so no
+frame is sent before every stage is up), ``stop``.
+
+Edge policies (the consumer's input socket decides):
+  * ``block``  - lossless: PUSH/PULL with bounded HWMs; a full queue blocks the producer
+    (backpressure up to the source). The producer stays responsive to ``stop`` while blocked.
+  * ``latest`` - the consumer drains its socket and processes only the newest frame per stream;
+    every superseded frame is forwarded as a header-only packet with ``status="dropped"`` so it
+    is counted and accounted for downstream (ZMQ_CONFLATE truncates multipart messages, so it is
+    not used).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import zmq
+
+from sonoflow.stream import messages as m
+from sonoflow.stream import transport
+from sonoflow.stream.errors import SonoflowError, SourceError, WireError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("block", "latest")
+
+
+@dataclass
+class RunnerSpec:
+    """Everything a runner needs; plain data, so it crosses process boundaries."""
+
+    name: str
+    key: str | None  # stage registry key; None for a capture runner
+    config: dict[str, Any] = field(default_factory=dict)
+    input_endpoint: str | None = None
+    input_policy: str = "block"
+    output_endpoint: str | None = None
+    output_policy: str = "block"
+    control_endpoint: str = ""
+    expected_eos: int = 1
+    hwm: int = 8
+    curve: dict[str, str] | None = None
+    max_consecutive_errors: int = 10
+    heartbeat_s: float = 0.25
+    # capture runners only
+    source: str | None = None
+    stream_id: str = ""
+    pacing: str = "fast"  # "fast" | "realtime"
+    source_options: dict[str, Any] = field(default_factory=dict)
+    max_frames: int | None = None
+    tap_endpoint: str | None = None  # PUB copy of every output, for `sonoflow inspect`
+
+
+_ctl_enc = msgspec.msgpack.Encoder()
+_ctl_dec = msgspec.msgpack.Decoder()
+
+
+class _Base:
+    def __init__(self, spec: RunnerSpec, ctx: zmq.Context | None = None):
+        self.spec = spec
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.Context()
+        self.keys = transport.CurveKeys.from_dict(spec.curve) if spec.curve else None
+        self.ctrl: zmq.Socket | None = None
+        self.out: zmq.Socket | None = None
+        self.tap: zmq.Socket | None = None
+        self.stopped = False
+        self.stats: dict[str, Any] = {"processed": 0, "errors": 0, "drops": 0, "gaps": 0,
+                                      "sent": 0, "eos": 0}
+        self._last_hb = 0.0
+
+    # -- control ------------------------------------------------------------------------
+    def _open_control(self) -> None:
+        self.ctrl = transport.configure(self.ctx.socket(zmq.DEALER), sndhwm=transport.CONTROL_HWM,
+                                        rcvhwm=transport.CONTROL_HWM)
+        self.ctrl.setsockopt(zmq.IDENTITY, self.spec.name.encode())
+        transport.secure_client(self.ctrl, self.keys)
+        self.ctrl.connect(self.spec.control_endpoint)
+
+    def tell(self, kind: str, **payload) -> None:
+        if self.ctrl is not None:
+            try:
+                self.ctrl.send(_ctl_enc.encode({"t": kind, **payload}), zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("%s: control queue full, %s message lost", self.spec.name, kind)
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_hb >= self.spec.heartbeat_s:
+            self._last_hb = now
+            self.tell("hb", processed=self.stats["processed"])
+
+    def check_control(self, timeout_ms: int = 0) -> None:
+        if self.ctrl is None:
+            return
+        while self.ctrl.poll(timeout_ms, zmq.POLLIN):
+            msg = _ctl_dec.decode(self.ctrl.recv())
+            if msg.get("t") == "stop":
+                self.stopped = True
+            elif msg.get("t") == "start":
+                self._started = True
+            timeout_ms = 0
+
+    # -- output ----------------------------------------------------------------------------
+    def _open_output(self) -> None:
+        if self.spec.output_endpoint:
+            hwm = self.spec.hwm * (8 if self.spec.output_policy == "latest" else 1)
+            self.out = transport.configure(self.ctx.socket(zmq.PUSH), sndhwm=hwm, rcvhwm=hwm)
+            transport.secure_client(self.out, self.keys)
+            self.out.connect(self.spec.output_endpoint)
+        if self.spec.tap_endpoint:
+            self.tap = transport.configure(self.ctx.socket(zmq.PUB), sndhwm=4, rcvhwm=4)
+            transport.bind(self.tap, self.spec.tap_endpoint)
+
+    def send(self, packet: m.Packet) -> None:
+        """Send one packet downstream, staying responsive to ``stop`` while blocked."""
+        frames = m.encode(packet)
+        if self.tap is not None:
+            try:
+                self.tap.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass  # an inspector that cannot keep up never slows the pipeline
+        if self.out is None:
+            return
+        while not self.stopped:
+            try:
+                self.out.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self.stats["sent"] += 1
+                return
+            except zmq.Again:
+                if self.spec.output_policy == "latest" and "image" in packet.arrays \
+                        and isinstance(packet.header, m.FrameHeader):
+                    # the consumer is far behind: drop the pixels here, keep the account
+                    self.stats["drops"] += 1
+                    packet = _dropped(packet.header, f"latest: queue full after {self.spec.name}")
+                    frames = m.encode(packet)
+                self.heartbeat()
+                self.check_control(timeout_ms=5)
+                self.out.poll(20, zmq.POLLOUT)
+
+    def close_sockets(self) -> None:
+        for s in (self.out, self.tap, self.ctrl):
+            if s is not None:
+                s.close(linger=transport.LINGER_MS)
+        if self._own_ctx:
+            self.ctx.term()
+
+
+def _dropped(header: m.FrameHeader, reason: str) -> m.Packet:
+    """A header-only copy of a frame, marked dropped (pixels are not forwarded)."""
+    h = msgspec.structs.replace(header, status="dropped", error=reason, buffers=[])
+    return m.Packet(h, {})
+
+
+class StageRunner(_Base):
+    """Runs one stage: receive, process, stamp, send; EOS, errors, heartbeats."""
+
+    def run(self) -> int:
+        from sonoflow.stream import stage as stage_registry
+
+        self._started = True
+        self._open_control()
+        stage = None
+        try:
+            stage = stage_registry.create(self.spec.key, self.spec.config)
+            stage.open()
+        except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
+            msg = f"stage {self.spec.name!r} ({self.spec.key}) failed to open: {type(e).__name__}: {e}"
+            log.error(msg)
+            self.tell("fatal", message=msg)
+            time.sleep(0.05)
+            if stage is not None:
+                stage.close()
+            self.close_sockets()
+            return 2
+        accepts = getattr(stage, "accepts", ("frame",))
+        inp = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=self.spec.hwm,
+                                  rcvhwm=self.spec.hwm)
+        transport.secure_server(inp, self.keys)
+        auth = transport.start_authenticator(self.ctx, self.keys) if self.keys else None
+        transport.bind(inp, self.spec.input_endpoint)
+        self._open_output()
+        self.tell("ready")
+        last_seq: dict[str, int] = {}
+        consecutive = 0
+        code = 0
+        try:
+            while not self.stopped and self.stats["eos"] < self.spec.expected_eos:
+                self.heartbeat()
+                self.check_control()
+                if not inp.poll(int(self.spec.heartbeat_s * 1000), zmq.POLLIN):
+                    continue
+                batch = [inp.recv_multipart(copy=False)]
+                if self.spec.input_policy == "latest":
+                    while True:
+                        try:
+                            batch.append(inp.recv_multipart(flags=zmq.NOBLOCK, copy=False))
+                        except zmq.Again:
+                            break
+                packets = []
+                for frames in batch:
+                    try:
+                        packets.append(m.decode(frames))
+                    except WireError as e:
+                        self.stats["errors"] += 1
+                        log.error("%s: undecodable packet dropped: %s", self.spec.name, e)
+                        self.send(m.Packet(m.ErrorHeader(stream_id="?", seq=None,
+                                                         stage=self.spec.name,
+                                                         error_type="WireError", message=str(e))))
+                if self.spec.input_policy == "latest":
+                    packets = self._supersede(packets)
+                for p in packets:
+                    h = p.header
+                    if isinstance(h, m.FrameHeader):
+                        prev = last_seq.get(h.stream_id)
+                        if prev is not None and h.seq > prev + 1:
+                            self.stats["gaps"] += h.seq - prev - 1
+                            log.warning("%s: stream %s seq gap %d -> %d (%d frame(s) lost)",
+                                        self.spec.name, h.stream_id, prev, h.seq, h.seq - prev - 1)
+                        last_seq[h.stream_id] = max(h.seq, prev if prev is not None else -1)
+                        if h.status == "failed" or "image" not in p.arrays:
+                            self.send(p)  # accounted upstream; nothing to process
+                            continue
+                        consecutive = self._process(stage, p, consecutive)
+                        if consecutive > self.spec.max_consecutive_errors:
+                            msg = (f"stage {self.spec.name!r}: {consecutive} consecutive errors "
+                                   f"(limit {self.spec.max_consecutive_errors}); exiting")
+                            log.error(msg)
+                            self.tell("fatal", message=msg, restartable=True)
+                            code = 3
+                            return code
+                    elif isinstance(h, m.EosHeader):
+                        self.stats["eos"] += 1
+                        for extra in stage.flush(p) or []:
+                            self.send(extra)
+                        self.send(p)
+                    elif h.__struct_config__.tag in accepts:
+                        out = stage.process(p)
+                        for q in _as_list(out):
+                            self.send(q)
+                    else:
+                        self.send(p)
+        finally:
+            self.tell("done", stats=self.stats, code=code)
+            try:
+                stage.close()
+            finally:
+                inp.close(linger=transport.LINGER_MS)
+                if auth is not None:
+                    auth.stop()
+                self.close_sockets()
+        return code
+
+    def _supersede(self, packets: list[m.Packet]) -> list[m.Packet]:
+        """Latest policy: keep the newest image-carrying frame per stream; the rest become
+        header-only ``dropped`` packets, forwarded in order so they are accounted for."""
+        newest: dict[str, int] = {}
+        for i, p in enumerate(packets):
+            if isinstance(p.header, m.FrameHeader) and "image" in p.arrays:
+                newest[p.header.stream_id] = i
+        out = []
+        for i, p in enumerate(packets):
+            h = p.header
+            if isinstance(h, m.FrameHeader) and "image" in p.arrays and newest[h.stream_id] != i:
+                self.stats["drops"] += 1
+                out.append(_dropped(h, f"latest: superseded before {self.spec.name}"))
+            else:
+                out.append(p)
+        return out
+
+    def _process(self, stage, p: m.Packet, consecutive: int) -> int:
+        h = p.header
+        t_in = m.now_ns()
+        try:
+            out = stage.process(p)
+        except Exception as e:  # noqa: BLE001 - the error policy: log, emit, count, go on
+            self.stats["errors"] += 1
+            msg = f"{type(e).__name__}: {e}"
+            log.error("stage error (stream_id=%s, seq=%d, stage=%s): %s", h.stream_id, h.seq,
+                      self.spec.name, msg, exc_info=log.isEnabledFor(logging.DEBUG))
+            failed = msgspec.structs.replace(h, status="failed", error=f"{self.spec.name}: {msg}",
+                                             buffers=[])
+            self.send(m.Packet(m.ErrorHeader(stream_id=h.stream_id, seq=h.seq,
+                                             stage=self.spec.name, error_type=type(e).__name__,
+                                             message=str(e))))
+            self.send(m.Packet(failed, {}))
+            return consecutive + 1
+        t_out = m.now_ns()
+        self.stats["processed"] += 1
+        for q in _as_list(out):
+            if isinstance(q.header, m.FrameHeader) and q.header.seq == h.seq \
+                    and q.header.stream_id == h.stream_id:
+                q.header.stamps.append(m.Stamp(self.spec.name, t_in, t_out))
+            self.send(q)
+        return 0
+
+
+def _as_list(out) -> list[m.Packet]:
+    if out is None:
+        return []
+    if isinstance(out, m.Packet):
+        return [out]
+    return list(out)
+
+
+class CaptureRunner(_Base):
+    """Reads a source, stamps seq / capture_ns, paces, and sends frames downstream."""
+
+    def run(self) -> int:
+        from sonoflow.stream.sources.registry import open_source
+
+        self._started = False
+        self._open_control()
+        spec = self.spec
+        try:
+            source = open_source(spec.source, **spec.source_options)
+            source.open()
+        except SonoflowError as e:
+            self.tell("fatal", message=str(e))
+            time.sleep(0.05)
+            self.close_sockets()
+            return 2
+        self._open_output()
+        self.tell("ready", fps=source.fps, frame_count=source.frame_count,
+                  calibration=[source.calibration.mm_per_px, source.calibration.source,
+                               source.calibration.note],
+                  pixel_format=getattr(source, "pixel_format", ""))
+        while not self._started and not self.stopped:
+            self.heartbeat()
+            self.check_control(timeout_ms=50)
+        seq = -1
+        reason, error = "end", None
+        t0_wall = None
+        pts0 = None
+        cal = source.calibration
+        try:
+            it = iter(source.frames())
+            while not self.stopped:
+                t_in = m.now_ns()
+                try:
+                    sf = next(it)
+                except StopIteration:
+                    break
+                except SourceError as e:
+                    reason, error = "error", str(e)
+                    log.error("capture %s: %s", spec.stream_id, e)
+                    self.send(m.Packet(m.ErrorHeader(stream_id=spec.stream_id, seq=seq + 1,
+                                                     stage="capture", error_type="SourceError",
+                                                     message=str(e), fatal=True)))
+                    break
+                seq += 1
+                if spec.pacing == "realtime" and source.fps:
+                    pts_s = sf.pts * sf.time_base[0] / sf.time_base[1]
+                    if t0_wall is None:
+                        t0_wall, pts0 = time.monotonic(), pts_s
+                    delay = t0_wall + (pts_s - pts0) - time.monotonic()
+                    while delay > 0 and not self.stopped:
+                        self.check_control(timeout_ms=int(min(delay, 0.05) * 1000) + 1)
+                        delay = t0_wall + (pts_s - pts0) - time.monotonic()
+                    t_in = m.now_ns()
+                img = sf.image
+                pf = "rgb24" if img is not None and img.ndim == 3 else "gray8"
+                h = m.FrameHeader(stream_id=spec.stream_id, seq=seq, frame_index=sf.frame_index,
+                                  pts=sf.pts, time_base=tuple(sf.time_base), capture_ns=0,
+                                  pixel_format=pf, pixel_spacing_mm=cal.mm_per_px,
+                                  spacing_source=cal.source, spacing_note=cal.note,
+                                  source=spec.source or "",
+                                  extra={"capture": sf.extra} if sf.extra else {})
+                arrays = {}
+                if sf.error is not None or img is None:
+                    h.status, h.error = "failed", f"capture: {sf.error or 'no image'}"
+                else:
+                    arrays["image"] = img
+                h.capture_ns = m.now_ns()
+                h.stamps.append(m.Stamp("capture", t_in, h.capture_ns))
+                self.send(m.Packet(h, arrays))
+                self.stats["processed"] += 1
+                self.heartbeat()
+                self.check_control()
+                if spec.max_frames is not None and seq + 1 >= spec.max_frames:
+                    break
+            if self.stopped and reason == "end":
+                reason = "stopped"
+        finally:
+            source.close()
+        eos = m.EosHeader(stream_id=spec.stream_id, last_seq=seq, frames_total=seq + 1,
+                          reason=reason, error=error)
+        stop_state = self.stopped
+        self.stopped = False  # EOS must go out even when asked to stop
+        self._send_eos(m.Packet(eos), stop_state)
+        self.tell("done", stats=self.stats, reason=reason, error=error, code=0)
+        self.close_sockets()
+        return 0
+
+    def _send_eos(self, packet: m.Packet, stopping: bool) -> None:
+        deadline = time.monotonic() + (0.5 if stopping else 3600)
+        frames = m.encode(packet)
+        while self.out is not None and time.monotonic() < deadline:
+            try:
+                self.out.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                self.check_control(timeout_ms=5)
+                if self.stopped:
+                    deadline = min(deadline, time.monotonic() + 0.5)
+                self.out.poll(20, zmq.POLLOUT)
