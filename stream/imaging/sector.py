@@ -1,0 +1,336 @@
+"""Find the imaging sector (convex fan, phased sector, linear rectangle) in a scanner frame.
+
+A scanner screen is the B-mode image plus text, rulers, logos and borders. The sector is the one
+large region of speckle: threshold above the background level, open away thin strokes (text,
+ticks, dotted lines, ECG traces), close the speckle gaps, keep the largest blobs, then fit a
+geometric model to the blob (two side lines meeting at an apex plus inner and outer arcs, or a
+rectangle). The model's mask, not the blob, is what gets kept, so dark tissue at the sector's
+edge (shadows, lost contact) does not shrink it.
+
+Detection works on a frame downscaled to at most ``work_px`` on its long side; it costs a few
+milliseconds and runs only when the layout may have changed (see :mod:`.sector_tracker`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SECTOR_KINDS = ("convex", "phased", "linear", "full")
+
+
+@dataclass(frozen=True)
+class SectorParams:
+    """Tuning of :func:`detect_sector` (all in the units named; defaults suit 8-bit screens).
+
+    Attributes:
+        work_px: long side of the working image the detector runs on (px).
+        threshold_grey: grey levels above the background level that count as signal.
+        open_px: opening kernel in working pixels: removes text strokes and tick marks.
+        close_px: closing kernel in working pixels: fills speckle gaps.
+        min_area_frac: smallest blob kept, as a fraction of the working frame.
+        margin_px: the fitted mask is grown by this many full-resolution pixels so the
+            sector's 1-px-wide anti-aliased rim is kept.
+        phased_ratio: inner/outer radius below which a fan is "phased" (no probe arc).
+        linear_slope: |dx/dy| of both side edges below which the sector is a rectangle.
+        min_fit_iou: the model replaces the blob's hull only when they agree this well.
+    """
+
+    work_px: int = 320
+    threshold_grey: float = 2.5
+    open_px: int = 5
+    close_px: int = 9
+    min_area_frac: float = 0.03
+    margin_px: int = 2
+    phased_ratio: float = 0.12
+    linear_slope: float = 0.06
+    min_fit_iou: float = 0.85
+
+
+@dataclass(frozen=True)
+class SectorGeometry:
+    """The sector found in one frame layout.
+
+    Attributes:
+        kind: "convex" | "phased" | "linear" | "full".
+        shape: (H, W) of the frames it applies to (px).
+        mask: uint8 (H, W), 255 inside the sector, 0 outside; read-only.
+        xyxy_px: bounding box (x0, y0, x1, y1), x1/y1 exclusive, original-frame pixels.
+        apex_xy_px: virtual apex of a fan (may lie above the frame); None for rectangles.
+        radii_px: (inner, outer) radius of a fan from its apex (px); None for rectangles.
+        half_angles_rad: (left, right) angle of the side edges from the vertical (left < 0).
+        fit_iou: agreement of the geometric model with the detected blob's convex hull.
+        fitted: True when the mask is the geometric model, False when it is the hull.
+    """
+
+    kind: str
+    shape: tuple[int, int]
+    mask: np.ndarray
+    xyxy_px: tuple[int, int, int, int]
+    apex_xy_px: tuple[float, float] | None = None
+    radii_px: tuple[float, float] | None = None
+    half_angles_rad: tuple[float, float] | None = None
+    fit_iou: float = 1.0
+    fitted: bool = True
+
+    @property
+    def area_px(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    def line_index(self, shape: tuple[int, int], n_lines: int) -> np.ndarray:
+        """Scan-line bin of every pixel of a (downscaled) image of ``shape``.
+
+        Fans are binned by angle from the apex, rectangles by column: a lost-contact event
+        darkens whole scan lines, so per-line statistics find it.
+
+        Args:
+            shape: (h, w) of the image the bins are for; coordinates scale from ``self.shape``.
+            n_lines: number of bins.
+
+        Returns:
+            int32 (h, w): bin in [0, n_lines), -1 outside the sector.
+        """
+        h, w = shape
+        sy, sx = self.shape[0] / h, self.shape[1] / w
+        small = cv2.resize(self.mask, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        xs = (xs + 0.5) * sx - 0.5
+        ys = (ys + 0.5) * sy - 0.5
+        if self.apex_xy_px is not None and self.half_angles_rad is not None:
+            ax, ay = self.apex_xy_px
+            ang = np.arctan2(xs - ax, ys - ay)
+            lo, hi = self.half_angles_rad
+            t = (ang - lo) / max(hi - lo, 1e-6)
+        else:
+            x0, _, x1, _ = self.xyxy_px
+            t = (xs - x0) / max(x1 - x0, 1)
+        idx = np.clip((t * n_lines).astype(np.int32), 0, n_lines - 1)
+        idx[~small] = -1
+        return idx
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) grey from uint8 (H, W) or (H, W, 3) RGB. Grey input is returned as is."""
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def background_level(gray_small: np.ndarray) -> float:
+    """Grey level of the screen background: the 5th percentile (screens are mostly black)."""
+    hist = np.bincount(gray_small.ravel(), minlength=256)
+    cdf = np.cumsum(hist)
+    return float(np.searchsorted(cdf, 0.05 * cdf[-1]))
+
+
+def working_scale(shape: tuple[int, int], work_px: int) -> int:
+    """Integer downscale factor so the long side is at most ``work_px``."""
+    return max(1, math.ceil(max(shape) / work_px))
+
+
+def detect_sector(gray: np.ndarray, params: SectorParams | None = None) -> SectorGeometry | None:
+    """Detect the imaging sector in one grey frame.
+
+    Runs the blob search at two signal thresholds (``threshold_grey`` and 2.5x it): the low
+    one keeps the dim deep field of lung or colour-Doppler screens, the high one keeps
+    grey UI panels that touch the sector out. A fitted fan or rectangle beats a bare hull;
+    among fitted models the larger wins.
+
+    Args:
+        gray: uint8 (H, W) grey frame.
+        params: tuning; defaults when None.
+
+    Returns:
+        The geometry, or None when the frame holds no sector-sized region of signal (black
+        frame, probe in air with nothing on screen).
+    """
+    p = params or SectorParams()
+    h, w = gray.shape
+    f = working_scale((h, w), p.work_px)
+    hs, ws = h // f, w // f
+    small = cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
+    bg = background_level(small)
+    found: list[_Model] = []
+    for thr in (p.threshold_grey, 2.5 * p.threshold_grey):
+        model = _best_blob_model(small, bg + thr, p)
+        if model is not None:
+            found.append(model)
+    if not found:
+        return None
+    fitted = [m for m in found if m.fitted]
+    best = max(fitted, key=lambda m: m.area_small) if fitted else max(found, key=lambda m: m.iou)
+    return best.render((h, w), f, p.margin_px)
+
+
+@dataclass
+class _Model:
+    """A sector model in working-scale pixel coordinates (pixel centres)."""
+
+    kind: str
+    iou: float
+    fitted: bool
+    area_small: int
+    hull: np.ndarray | None = None  # (N, 2) working-scale hull vertices when not fitted
+    apex: tuple[float, float] | None = None
+    radii: tuple[float, float] | None = None
+    angles: tuple[float, float] | None = None
+    rect: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 (exclusive), working px
+
+    def render(self, shape: tuple[int, int], f: int, margin_px: int) -> SectorGeometry:
+        """Draw the model's mask at scale ``f`` (full frame ``shape``) grown by ``margin_px``."""
+        h, w = shape
+        mask = np.zeros((h, w), np.uint8)
+        if self.kind == "full":
+            mask[:] = 255
+            return _geometry("full", mask)
+        if not self.fitted:
+            pts = ((self.hull.astype(np.float64) + 0.5) * f - 0.5).round().astype(np.int32)
+            cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255)
+            # hull vertices are pixel centres of whole working pixels: grow by half of one
+            grow = int(math.ceil(0.5 * f)) + margin_px
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+            return _geometry(self.kind, cv2.dilate(mask, k), fitted=False, fit_iou=self.iou)
+        if self.rect is not None:
+            x0, y0, x1, y1 = self.rect
+            mask[max(0, y0 * f - margin_px):min(h, y1 * f + margin_px),
+                 max(0, x0 * f - margin_px):min(w, x1 * f + margin_px)] = 255
+            return _geometry(self.kind, mask, fit_iou=self.iou)
+        ax, ay = ((self.apex[0] + 0.5) * f - 0.5, (self.apex[1] + 0.5) * f - 0.5)
+        r_in, r_out = self.radii[0] * f - margin_px, self.radii[1] * f + margin_px
+        grow = margin_px / max(r_out, 1.0)
+        th_l, th_r = self.angles[0] - grow, self.angles[1] + grow
+        _draw_fan(mask, (ax, ay), (r_in, r_out), (th_l, th_r))
+        g = _geometry(self.kind, mask, fit_iou=self.iou)
+        return SectorGeometry(self.kind, g.shape, g.mask, g.xyxy_px, (float(ax), float(ay)),
+                              (max(r_in, 0.0), r_out), (th_l, th_r), fit_iou=self.iou)
+
+
+_SHIFT = 4  # cv2 drawing: 4 fractional bits of sub-pixel precision
+
+
+def _draw_fan(mask: np.ndarray, apex: tuple[float, float], radii: tuple[float, float],
+              angles: tuple[float, float]) -> None:
+    """Fill an annular sector (angles from the +y axis toward +x, radians) with 255."""
+    one = 1 << _SHIFT
+    c = (int(round(apex[0] * one)), int(round(apex[1] * one)))
+    r_in, r_out = radii
+    # cv2 angles are degrees from +x toward +y; ours are from +y toward +x
+    start, end = 90.0 - math.degrees(angles[1]), 90.0 - math.degrees(angles[0])
+    ro = int(round(r_out * one))
+    cv2.ellipse(mask, c, (ro, ro), 0.0, start, end, 255, -1, cv2.LINE_8, _SHIFT)
+    if r_in > 0:
+        ri = int(round(r_in * one))
+        cv2.circle(mask, c, ri, 0, -1, cv2.LINE_8, _SHIFT)
+
+
+def _best_blob_model(small: np.ndarray, level: float, p: SectorParams) -> _Model | None:
+    hs, ws = small.shape
+    on = (small > level).astype(np.uint8)
+    k_open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (p.open_px, p.open_px))
+    k_close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (p.close_px, p.close_px))
+    on = cv2.morphologyEx(on, cv2.MORPH_OPEN, k_open)
+    on = cv2.morphologyEx(on, cv2.MORPH_CLOSE, k_close)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(on, connectivity=8)
+    if n <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(areas)[::-1]
+    best: tuple[float, _Model] | None = None
+    for rank in order[:3]:
+        area = float(areas[rank])
+        if area < p.min_area_frac * hs * ws or area < 0.3 * float(areas[order[0]]):
+            break
+        model = _fit((labels == rank + 1).astype(np.uint8), p)
+        # A fan that fits its model is the sector; a spectral-Doppler strip or a text panel
+        # also forms a big blob but never a fan. Prefer fitted fans over bigger rectangles.
+        score = area * (2.0 if model.kind in ("convex", "phased") and model.fitted else 1.0)
+        if best is None or score > best[0]:
+            best = (score, model)
+    return None if best is None else best[1]
+
+
+def _fit(blob: np.ndarray, p: SectorParams) -> _Model:
+    """Fit a fan or rectangle model to one blob (working scale)."""
+    hs, ws = blob.shape
+    pts = cv2.findNonZero(blob)
+    hull = cv2.convexHull(pts)
+    hull_small = np.zeros_like(blob)
+    cv2.fillConvexPoly(hull_small, hull, 1)
+    area = int(np.count_nonzero(hull_small))
+    x, y, bw, bh = cv2.boundingRect(pts)
+    if bw >= 0.97 * ws and bh >= 0.97 * hs:
+        return _Model("full", 1.0, True, hs * ws)
+    unfitted = _Model("convex", 0.0, False, area, hull=hull.reshape(-1, 2))
+    rows = np.nonzero(hull_small.any(axis=1))[0]
+    left = np.argmax(hull_small[rows] > 0, axis=1).astype(np.float64)
+    right = (ws - 1 - np.argmax(hull_small[rows, ::-1] > 0, axis=1)).astype(np.float64)
+    y_top, y_wide = rows[0], rows[int(np.argmax(right - left))]
+    span = y_wide - y_top
+    sel = (rows >= y_top + 0.1 * span) & (rows <= y_top + 0.9 * span)
+    if span < 8 or sel.sum() < 6:
+        model = _Model("linear", 0.0, True, area, rect=(x, y, x + bw, y + bh))
+    else:
+        yy = rows[sel].astype(np.float64)
+        al, bl = np.polyfit(yy, left[sel], 1)
+        ar, br = np.polyfit(yy, right[sel], 1)
+        if abs(al) < p.linear_slope and abs(ar) < p.linear_slope:
+            model = _Model("linear", 0.0, True, area, rect=(x, y, x + bw, y + bh))
+        elif al < 0 < ar:
+            model = _fan_model(blob, (al, bl, ar, br), p, area)
+            if model is None:
+                return unfitted
+        else:
+            unfitted.kind = "linear" if abs(al) + abs(ar) < 4 * p.linear_slope else "convex"
+            return unfitted
+    rendered = model.render((hs, ws), 1, 0).mask > 0
+    model.iou = _iou(rendered, hull_small > 0)
+    if model.iou < p.min_fit_iou:
+        unfitted.kind, unfitted.iou = model.kind, model.iou
+        return unfitted
+    return model
+
+
+def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int) -> _Model | None:
+    al, bl, ar, br = lines
+    ay = (br - bl) / (al - ar)
+    ax = al * ay + bl
+    ys, xs = np.nonzero(blob)
+    r = np.hypot(xs - ax, ys - ay)
+    # whole working pixels: the blob's outer boundary lies half a pixel beyond the centres
+    r_out = float(np.percentile(r, 99.5)) + 0.5
+    r_in = float(np.percentile(r, 0.5)) - 0.5
+    if r_out <= 0 or r_in >= r_out:
+        return None
+    kind = "phased" if r_in < p.phased_ratio * r_out else "convex"
+    r_in = max(r_in, 0.0) if kind == "convex" else 0.0
+    # the hull's edge runs through boundary pixel centres: widen by half a pixel
+    half = 0.5 / max(r_out, 1.0)
+    angles = (math.atan(al) - half, math.atan(ar) + half)
+    return _Model(kind, 0.0, True, area, apex=(float(ax), float(ay)), radii=(r_in, r_out),
+                  angles=angles)
+
+
+def _geometry(kind: str, mask: np.ndarray, fitted: bool = True, fit_iou: float = 1.0
+              ) -> SectorGeometry:
+    mask.flags.writeable = False
+    ys = np.nonzero(mask.any(axis=1))[0]
+    xs = np.nonzero(mask.any(axis=0))[0]
+    if len(ys) == 0:
+        box = (0, 0, 0, 0)
+    else:
+        box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+    return SectorGeometry(kind, (int(mask.shape[0]), int(mask.shape[1])), mask, box,
+                          fit_iou=fit_iou, fitted=fitted)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b)) / union if union else 0.0
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two masks of the same shape (nonzero = inside)."""
+    return _iou(a > 0, b > 0)
