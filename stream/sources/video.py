@@ -23,8 +23,6 @@ from sonoflow.stream.sources.pixels import FrameGuard, PtsGuard
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
-
 
 class VideoSource(Source):
     """A video file decoded frame by frame.
