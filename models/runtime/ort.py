@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
 from sonoflow.models.card import ModelCard, read_card
 from sonoflow.models.errors import BackendUnavailable, CardError, ModelError
 from sonoflow.models.runtime.base import Runtime, require_precision

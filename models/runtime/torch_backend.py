@@ -10,9 +10,11 @@ functions), never by ``sonoflow.models.runtime`` at import time.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import numpy as np
+
 from sonoflow.models.card import ModelCard, read_card
 from sonoflow.models.errors import BackendUnavailable, CardError, ModelError
 from sonoflow.models.runtime.base import Runtime
@@ -122,9 +124,11 @@ class TorchRuntime(Runtime):
             card = ModelCard.from_dict(dict(ckpt["card"]), f"{path} [card]")
         torch.set_num_threads(int(threads))
         self._model = model_from_checkpoint(ckpt, str(path))
-        names = list(getattr(self._model, "output_names", []))
+        names = list(getattr(self._model, "output_names", None)
+                     or getattr(sys.modules[type(self._model).__module__], "OUTPUT_NAMES", ()))
         if not names:
-            raise ModelError(f"{path}: the model class defines no output_names")
+            raise ModelError(f"{path}: the model class defines no output_names (nor its module "
+                             f"OUTPUT_NAMES)")
         super().__init__(card, "fp32", [card.input.name], names)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

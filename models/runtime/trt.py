@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
 from sonoflow.models.card import ModelCard, read_card
 from sonoflow.models.errors import BackendUnavailable, ModelError
 from sonoflow.models.runtime.base import Runtime

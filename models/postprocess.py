@@ -1,0 +1,146 @@
+"""Decoding of the frame network's outputs (numpy + OpenCV; no torch).
+
+CenterNet decode: local maxima of the centre heatmap by 3 x 3 max-pool NMS (a grey dilation),
+thresholded, top-k; each peak's box from the size and offset maps; a light IoU NMS removes
+the occasional double peak on a large lesion. Masks stay on the network's grid until they are
+warped back onto the original frame (:meth:`Letterbox.warp_to_original`).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from sonoflow.models.card import ModelCard
+from sonoflow.models.errors import InputContractError
+from sonoflow.models.outputs import Detections, FrameOutputs
+
+FRAME_OUTPUTS = ("heatmap", "size", "offset", "lesion_mask", "liver_mask", "steatosis",
+                 "fibrosis")
+
+
+def heatmap_peaks(heatmap: np.ndarray, threshold: float, max_peaks: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local maxima of a (h, w) heatmap via 3 x 3 max-pool NMS.
+
+    Returns:
+        ``(ys, xs, scores)``, sorted by score descending, at most ``max_peaks``.
+    """
+    hm = np.ascontiguousarray(heatmap, np.float32)
+    pooled = cv2.dilate(hm, np.ones((3, 3), np.uint8))
+    ys, xs = np.nonzero((hm >= pooled) & (hm >= threshold))
+    scores = hm[ys, xs]
+    order = np.argsort(-scores, kind="stable")[:max_peaks]
+    return ys[order], xs[order], scores[order]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS. Returns kept indices in descending score order."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while len(order):
+        i = order[0]
+        keep.append(int(i))
+        if len(order) == 1:
+            break
+        ious = box_iou(boxes[i:i + 1], boxes[order[1:]])[0]
+        order = order[1:][ious < iou_threshold]
+    return np.asarray(keep, np.int64)
+
+
+def decode_detections(heatmap: np.ndarray, size: np.ndarray, offset: np.ndarray,
+                      stride: float, threshold: float, max_detections: int = 20,
+                      iou_threshold: float = 0.5) -> Detections:
+    """CenterNet boxes in model-input pixels.
+
+    Args:
+        heatmap: (h, w) centre probabilities.
+        size: (2, h, w) box width, height in input pixels.
+        offset: (2, h, w) sub-cell centre offset (x, y) in cells, [0, 1).
+        stride: input pixels per heatmap cell.
+        threshold: minimum peak value.
+        max_detections: top-k.
+        iou_threshold: NMS IoU.
+
+    Returns:
+        :class:`Detections` in input pixels.
+    """
+    ys, xs, scores = heatmap_peaks(heatmap, threshold, max_detections)
+    if len(ys) == 0:
+        return Detections.empty()
+    cx = (xs + offset[0, ys, xs]) * stride
+    cy = (ys + offset[1, ys, xs]) * stride
+    w, h = size[0, ys, xs], size[1, ys, xs]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    keep = nms(boxes, scores, iou_threshold)
+    return Detections(boxes[keep], scores[keep], np.stack([cx, cy], axis=1)[keep])
+
+
+def decode_frame(outputs: dict[str, np.ndarray], card: ModelCard, index: int = 0,
+                 threshold: float | None = None) -> FrameOutputs:
+    """Decode one item of a frame-network batch.
+
+    Args:
+        outputs: the runtime's outputs (names :data:`FRAME_OUTPUTS`).
+        card: the frame model's card (input size, ``thresholds["heatmap"]``,
+            ``thresholds["max_detections"]``, ``thresholds["nms_iou"]``).
+        index: batch item.
+        threshold: heatmap threshold (default: the card's).
+
+    Returns:
+        :class:`FrameOutputs` in model-input pixels.
+
+    Raises:
+        InputContractError: an output is missing.
+    """
+    missing = [k for k in FRAME_OUTPUTS if k not in outputs]
+    if missing:
+        raise InputContractError(f"{card.id}: frame outputs {missing} missing; got "
+                                 f"{sorted(outputs)}")
+    hm = outputs["heatmap"][index, 0]
+    stride = card.input.width / hm.shape[1]
+    thr = card.thresholds.get("heatmap", 0.3) if threshold is None else threshold
+    dets = decode_detections(hm, outputs["size"][index], outputs["offset"][index], stride,
+                             float(thr), int(card.thresholds.get("max_detections", 20)),
+                             float(card.thresholds.get("nms_iou", 0.5)))
+    return FrameOutputs(dets, outputs["lesion_mask"][index, 0], outputs["liver_mask"][index, 0],
+                        outputs["steatosis"][index].astype(np.float32),
+                        outputs["fibrosis"][index].astype(np.float32))
+
+
+def instance_mask(lesion: np.ndarray, boxes_xyxy_px: np.ndarray) -> np.ndarray:
+    """Split a binary lesion mask into detection instances.
+
+    Each lesion pixel inside a detection's box gets that detection's id (1-based, in the
+    given order, so pass boxes by descending confidence: the first box wins overlaps); lesion
+    pixels outside every box stay 0 (they are not a detection).
+
+    Args:
+        lesion: (H, W) bool.
+        boxes_xyxy_px: (N, 4) boxes in the same pixels, N <= 255.
+
+    Returns:
+        (H, W) uint8 with values 0..N.
+    """
+    out = np.zeros(lesion.shape, np.uint8)
+    H, W = lesion.shape
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes_xyxy_px)[:255]):
+        c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        c1, r1 = min(int(np.ceil(x1)), W), min(int(np.ceil(y1)), H)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        sub = out[r0:r1, c0:c1]
+        sub[(sub == 0) & lesion[r0:r1, c0:c1]] = i + 1
+    return out
