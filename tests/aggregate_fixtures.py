@@ -54,7 +54,7 @@ def disc_clip(n_frames: int = 60, mm_per_px: tuple[float, float] | None = (0.25,
             logits[TYPES.index(cls)] += 1.5
             probs = np.exp(logits) / np.exp(logits).sum()
             dets.append(Detection(
-                xyxy_px=(cx - r_px, cy - r_px, cx + r_px, cy + r_px),
+                xyxy_px=(float(cx - r_px), float(cy - r_px), float(cx + r_px), float(cy + r_px)),
                 confidence=float(np.clip(rng.normal(0.85, 0.05), 0, 1)),
                 label=TYPES[int(np.argmax(probs))],
                 class_probs={c: float(p) for c, p in zip(TYPES, probs, strict=True)},
