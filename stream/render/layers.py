@@ -31,6 +31,8 @@ from sonoflow.stream.render.palette import (
 )
 from sonoflow.stream.render.style import Line, Style, draw_text_block, text_block_size
 
+#: ``InferResult.backend`` of oracle frames built from simulator truth (render.truth_frames)
+TRUTH_BACKEND = "simulator-truth"
 #: a feature label is shown when its probability reaches this, at most ``MAX_FEATURES`` of them
 FEATURE_MIN_PROB = 0.5
 MAX_FEATURES = 2
@@ -199,17 +201,24 @@ def hud_lines(header: FrameHeader, stats: HudStats | None) -> list[Line]:
         slow = max(header.stamps, key=lambda s: s.t_out_ns - s.t_in_ns)
         lines.append(Line(f"slowest {slow.stage} {(slow.t_out_ns - slow.t_in_ns) / 1e6:.1f} ms",
                           LIGHT_GREY, small=True))
-    if header.infer is not None and header.infer.models:
+    if header.infer is not None and header.infer.backend == TRUTH_BACKEND:
+        lines.append(Line("ground truth (simulator)", ORANGE, small=True))
+    elif header.infer is not None and header.infer.models:
         lines.append(Line("models: synthetic-trained", ORANGE, small=True))
     return lines
 
 
 def lirads_text(header: FrameHeader) -> str | None:
-    """The running LI-RADS category the aggregator put in ``header.extra["lirads"]``, if any."""
+    """The running LI-RADS category in ``header.extra["lirads"]`` (a string, or the aggregator's
+    ``{"category", "provisional"}``), with "prov." appended when provisional; None if absent."""
     value = header.extra.get("lirads")
+    provisional = False
     if isinstance(value, dict):
+        provisional = bool(value.get("provisional"))
         value = value.get("category")
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    return f"{value} prov." if provisional else str(value)
 
 
 def _argmax(probs: dict[str, float]) -> str | None:

@@ -77,7 +77,7 @@ class _Frame:
     payload: bytes | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in a set
 class _Client:
     ws: web.WebSocketResponse
     wake: asyncio.Event = field(default_factory=asyncio.Event)
