@@ -60,6 +60,7 @@ class RulerResult:
         y0_px: y of the first mark (px).
         residual_px: RMS distance of the marks from their fitted slots (px).
         note: how the tick spacing was decided.
+        major: a pattern of larger marks (every 5th or every 2nd) confirmed the spacing.
     """
 
     mm_per_px: tuple[float, float]
@@ -70,6 +71,7 @@ class RulerResult:
     y0_px: float
     residual_px: float
     note: str
+    major: bool = False
 
 
 def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
@@ -129,12 +131,17 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
                            f"sector depth of {depth_mm:.0f} mm, outside "
                            f"[{p.min_depth_mm:.0f}, {p.max_depth_mm:.0f}] mm")
             continue
-        if best is None or res.n_ticks > best.n_ticks:
+        if best is None or _rank(res) > _rank(best):
             best = res
     if best is None:
         why = "; ".join(reasons[:2]) if reasons else "no column of evenly spaced marks"
         return None, f"depth ruler: {why}"
     return best, best.note
+
+
+def _rank(res: RulerResult) -> tuple[bool, float]:
+    """Rulers with a major-mark pattern first, then the most regular long column."""
+    return (res.major, res.n_ticks * (1.0 - min(1.0, 4.0 * res.residual_px / res.pitch_px)))
 
 
 def _columns(xs: np.ndarray, tol: float) -> list[np.ndarray]:
@@ -183,17 +190,18 @@ def _fit_column(cents: np.ndarray, areas: np.ndarray, xs: np.ndarray,
     overlap = max(0.0, min(y_hi, sy1) - max(y_lo, sy0)) / max(1.0, sy1 - sy0)
     if overlap < 0.5:
         return None, f"marks cover only {overlap:.0%} of the sector's depth range"
-    tick_mm, note = _tick_spacing(k - k.min(), areas_in, p.tick_mm)
+    tick_mm, note, major = _tick_spacing(k - k.min(), areas_in, p.tick_mm)
     mm = tick_mm / pitch
     res = RulerResult(mm_per_px=(mm, mm), pitch_px=pitch, tick_mm=tick_mm, n_ticks=len(ys_in),
                       x_px=float(np.median(xs_in)), y0_px=float(y_lo),
                       residual_px=float(np.sqrt(np.mean(resid ** 2))),
                       note=(f"depth ruler: {len(ys_in)} marks {pitch:.2f} px apart at "
-                            f"x={float(np.median(xs_in)):.0f}; {note}"))
+                            f"x={float(np.median(xs_in)):.0f}; {note}"), major=major)
     return res, res.note
 
 
-def _tick_spacing(slot: np.ndarray, areas: np.ndarray, default_mm: float) -> tuple[float, str]:
+def _tick_spacing(slot: np.ndarray, areas: np.ndarray, default_mm: float
+                  ) -> tuple[float, str, bool]:
     """Decide what one mark spacing stands for from the pattern of larger (major) marks."""
     big = areas >= 1.5 * np.median(areas)
     if big.sum() >= 2 and not big.all():
@@ -201,5 +209,5 @@ def _tick_spacing(slot: np.ndarray, areas: np.ndarray, default_mm: float) -> tup
                                  (2, default_mm / 2, "major mark every 2nd: 0.5 cm marks")):
             phases = slot[big] % period
             if len(np.unique(phases)) == 1 and (slot[~big] % period != phases[0]).all():
-                return mm, what
-    return default_mm, f"marks taken as {default_mm:g} mm apart"
+                return mm, what, True
+    return default_mm, f"marks taken as {default_mm:g} mm apart", False

@@ -1,0 +1,282 @@
+"""Per-frame image-quality measures of the sector, a [0, 1] score and named flags.
+
+Everything is measured inside the sector on a copy downscaled to at most ``work_px`` on its
+long side (area averaging: the speckle statistics that matter survive a 2x reduction and the
+cost drops 4x). The measures:
+
+* ``mean_grey``, ``p5_grey``, ``p95_grey``, ``p99_grey``: intensity of the sector (0..255).
+* ``contrast``: (p95 - p5) / 255.
+* ``clipped_frac``: sector pixels at or above ``clip_grey`` (saturation).
+* ``sharpness``: mean |Laplacian| / (mean grey + 1) in the sector's core: high-frequency
+  content relative to brightness, so a gain change alone does not move it; motion blur does.
+* ``sharpness_rel``: ``sharpness`` over the stream's running reference.
+* ``speckle_snr``: median over 8x8 blocks inside the sector of block mean / block std
+  (blocks darker than ``tissue_grey`` skipped). Fully developed speckle gives a stable value
+  per scanner preset; smoothing or blur raise it, noise lowers it.
+* ``tissue_frac``: sector pixels brighter than ``tissue_grey`` after a 3x3 box blur.
+* ``contact_frac``: fraction of scan lines (angular bins of a fan, columns of a linear
+  image) whose near field (the top half of the sector) holds tissue signal; a lifted probe
+  leaves its lines empty except for reverberation bands.
+* ``motion``: mean |difference| against the previous frame (grey levels).
+* ``gain_delta``: mean grey minus the stream's running reference (grey levels).
+
+Flags (what is wrong): ``black``, ``frozen``, ``no_contact``, ``partial_contact``,
+``too_bright``, ``too_dark``, ``gain_jump``, ``motion_blur``, ``low_contrast``, ``clipped``,
+``low_coverage``. The score multiplies one factor per measure (each 1 when fine, falling to
+0 when severe; see ``docs/preprocess.md``) and is 0 for black, frozen and no-contact frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sonoflow.stream.imaging.sector import SectorGeometry
+
+FLAGS = ("black", "frozen", "no_contact", "partial_contact", "too_bright", "too_dark",
+         "gain_jump", "motion_blur", "low_contrast", "clipped", "low_coverage")
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """Thresholds of the quality measures (grey levels are 0..255 display values).
+
+    Their values are this project's design choices, set on simulator seeds 100-119 and the
+    real cine clips (never on the seeds the tests use); ``docs/preprocess.md`` gives each
+    one's rationale.
+    """
+
+    work_px: int = 320
+    black_grey: float = 10.0  # p99 of the sector at or below this: the frame is black
+    freeze_mad_grey: float = 0.25  # mean |diff| at or below this: near-identical repeat
+    tissue_grey: float = 12.0
+    line_grey: float = 8.0  # a scan line whose near-field mean is below this has no contact
+    n_lines: int = 48
+    no_contact_frac: float = 0.1  # contact_frac at or below this: no contact
+    partial_contact_frac: float = 0.85  # contact_frac below this: partial contact
+    gain_jump_grey: float = 20.0  # |gain_delta| above this: gain jump
+    too_dark_grey: float = 25.0  # absolute: sector mean below this is too dark
+    too_bright_grey: float = 190.0  # absolute: sector mean above this is too bright
+    clip_grey: int = 250
+    clipped_frac: float = 0.05
+    low_contrast: float = 0.12
+    blur_rel: float = 0.7  # sharpness below this fraction of the reference: motion blur
+    low_coverage_frac: float = 0.5
+    ref_frames: int = 8  # frames that set the running references
+    ref_alpha: float = 0.003  # slow drift of the references afterwards (per frame)
+
+
+@dataclass
+class _Layout:
+    """Per-sector precomputation at the working scale."""
+
+    key: tuple
+    scale: int
+    inside: np.ndarray  # bool (h, w)
+    core: np.ndarray  # bool (h, w): inside, away from the sector's edge
+    near_idx: np.ndarray  # flat indices of near-field sector pixels
+    near_line: np.ndarray  # their scan-line bins
+    line_count: np.ndarray  # near-field pixels per line
+    blocks: np.ndarray  # (n,) flat block indices fully inside the sector (8x8 blocks)
+    n_in: int
+
+
+class QualityAssessor:
+    """Measures frames of one stream; keeps the previous frame and running references.
+
+    Args:
+        params: thresholds; defaults when None.
+    """
+
+    def __init__(self, params: QualityParams | None = None):
+        self.params = params or QualityParams()
+        self.reset()
+
+    def reset(self) -> None:
+        self._layout: _Layout | None = None
+        self._prev_full: np.ndarray | None = None
+        self._prev_small: np.ndarray | None = None
+        self._ref_mean: list[float] = []
+        self._ref_sharp: list[float] = []
+        self.ref_mean: float | None = None
+        self.ref_sharpness: float | None = None
+
+    def assess(self, gray: np.ndarray, sector: SectorGeometry | None
+               ) -> tuple[float, list[str], dict[str, float]]:
+        """Measure one frame.
+
+        Args:
+            gray: uint8 (H, W) grey frame (blanked or not: only sector pixels are read).
+            sector: the frame's sector; None means the whole frame.
+
+        Returns:
+            ``(score, flags, metrics)``: score in [0, 1], flag names from :data:`FLAGS`,
+            metric values keyed as in the module docstring.
+        """
+        p = self.params
+        lay = self._layout_for(gray.shape, sector)
+        f = lay.scale
+        h, w = gray.shape[0] // f, gray.shape[1] // f
+        small = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA) if f > 1 else gray
+        flat = small.ravel()
+        vals = small[lay.inside]
+        hist = np.bincount(vals, minlength=256).astype(np.float64)
+        cdf = np.cumsum(hist)
+        n = max(cdf[-1], 1.0)
+
+        def pct(q: float) -> float:
+            return float(np.searchsorted(cdf, q * n))
+
+        mean = float(np.dot(hist, np.arange(256)) / n)
+        p5, p95, p99 = pct(0.05), pct(0.95), pct(0.99)
+        m: dict[str, float] = {"mean_grey": mean, "p5_grey": p5, "p95_grey": p95,
+                               "p99_grey": p99, "contrast": (p95 - p5) / 255.0,
+                               "clipped_frac": float(hist[p.clip_grey:].sum() / n)}
+        blurred = cv2.blur(small, (3, 3))
+        m["tissue_frac"] = float(np.count_nonzero(blurred[lay.inside] > p.tissue_grey) / n)
+        lap = cv2.Laplacian(small, cv2.CV_16S, ksize=1)
+        core_abs = np.abs(lap[lay.core].astype(np.float32))
+        m["sharpness"] = float(core_abs.mean() / (mean + 1.0)) if core_abs.size else 0.0
+        m["speckle_snr"] = _speckle_snr(small, lay.blocks, p.tissue_grey)
+        line_sum = np.bincount(lay.near_line, weights=flat[lay.near_idx].astype(np.float64),
+                               minlength=p.n_lines)
+        used = lay.line_count > 0
+        line_mean = line_sum[used] / lay.line_count[used]
+        m["contact_frac"] = (float(np.count_nonzero(line_mean >= p.line_grey)) / used.sum()
+                             if used.any() else 0.0)
+        # freeze: bit-identical at full resolution, or near-identical after compression
+        frozen = False
+        if self._prev_small is not None and self._prev_small.shape == small.shape:
+            diff = cv2.absdiff(small, self._prev_small)[lay.inside]
+            m["motion"] = float(diff.mean()) if diff.size else 0.0
+            frozen = bool(np.array_equal(gray, self._prev_full)) or m["motion"] <= p.freeze_mad_grey
+        else:
+            m["motion"] = 0.0
+        black = p99 <= p.black_grey
+        # references: the first usable frames fix them, then they drift slowly
+        usable = not (black or frozen or m["contact_frac"] <= p.no_contact_frac)
+        if self.ref_mean is not None:
+            m["gain_delta"] = mean - self.ref_mean
+            m["sharpness_rel"] = m["sharpness"] / max(self.ref_sharpness, 1e-6)
+        else:
+            m["gain_delta"], m["sharpness_rel"] = 0.0, 1.0
+        if usable:
+            self._update_refs(mean, m["sharpness"])
+        self._prev_small, self._prev_full = small, gray
+        flags = self._flags(m, black, frozen)
+        return self._score(m, flags), flags, m
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _update_refs(self, mean: float, sharp: float) -> None:
+        p = self.params
+        if len(self._ref_mean) < p.ref_frames:
+            self._ref_mean.append(mean)
+            self._ref_sharp.append(sharp)
+            self.ref_mean = float(np.median(self._ref_mean))
+            self.ref_sharpness = float(np.median(self._ref_sharp))
+        else:
+            self.ref_mean += p.ref_alpha * (mean - self.ref_mean)
+            self.ref_sharpness += p.ref_alpha * (sharp - self.ref_sharpness)
+
+    def _flags(self, m: dict[str, float], black: bool, frozen: bool) -> list[str]:
+        p = self.params
+        if black:
+            return ["black"]
+        flags: list[str] = []
+        if frozen:
+            flags.append("frozen")
+        c = m["contact_frac"]
+        if c <= p.no_contact_frac:
+            flags.append("no_contact")
+        elif c < p.partial_contact_frac:
+            flags.append("partial_contact")
+        d = m["gain_delta"]
+        if m["mean_grey"] > p.too_bright_grey or d > p.gain_jump_grey:
+            flags.append("too_bright")
+        if m["mean_grey"] < p.too_dark_grey or d < -p.gain_jump_grey:
+            flags.append("too_dark")
+        if abs(d) > p.gain_jump_grey:
+            flags.append("gain_jump")
+        if m["sharpness_rel"] < p.blur_rel:
+            flags.append("motion_blur")
+        if m["contrast"] < p.low_contrast:
+            flags.append("low_contrast")
+        if m["clipped_frac"] > p.clipped_frac:
+            flags.append("clipped")
+        if m["tissue_frac"] < p.low_coverage_frac:
+            flags.append("low_coverage")
+        return flags
+
+    def _score(self, m: dict[str, float], flags: list[str]) -> float:
+        p = self.params
+        if {"black", "frozen", "no_contact"} & set(flags):
+            return 0.0
+        factors = (
+            _ramp(m["contact_frac"], p.no_contact_frac, 1.0),
+            _ramp(abs(m["gain_delta"]), 2.0 * p.gain_jump_grey, 0.5 * p.gain_jump_grey),
+            _ramp(m["mean_grey"], 0.5 * p.too_dark_grey, 2.0 * p.too_dark_grey),
+            _ramp(m["mean_grey"], 255.0, p.too_bright_grey),
+            _ramp(m["sharpness_rel"], 0.5 * p.blur_rel, 1.0),
+            _ramp(m["contrast"], 0.5 * p.low_contrast, 2.0 * p.low_contrast),
+            _ramp(m["clipped_frac"], 4.0 * p.clipped_frac, p.clipped_frac),
+            _ramp(m["tissue_frac"], 0.5 * p.low_coverage_frac, p.low_coverage_frac + 0.2),
+        )
+        return float(np.clip(math.prod(factors), 0.0, 1.0))
+
+    def _layout_for(self, shape: tuple[int, int], sector: SectorGeometry | None) -> _Layout:
+        key = (shape, None if sector is None else id(sector.mask))
+        if self._layout is not None and self._layout.key == key:
+            return self._layout
+        p = self.params
+        f = max(1, math.ceil(max(shape) / p.work_px))
+        h, w = shape[0] // f, shape[1] // f
+        if sector is None:
+            inside = np.ones((h, w), bool)
+            ys = np.arange(h)[:, None] * np.ones((1, w), int)
+            line = np.clip(np.arange(w) * p.n_lines // w, 0, p.n_lines - 1)[None, :] * \
+                np.ones((h, 1), int)
+            top, bottom = 0, h
+        else:
+            inside = cv2.resize(sector.mask, (w, h), interpolation=cv2.INTER_AREA) >= 255
+            line = sector.line_index((h, w), p.n_lines)
+            ys = np.arange(h)[:, None] * np.ones((1, w), int)
+            rows = np.nonzero(inside.any(axis=1))[0]
+            top, bottom = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, h)
+        core = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        # near field: the upper half of the sector's depth, below a thin skin band (lost
+        # lines show reverberation there, tissue fills it when in contact)
+        depth = bottom - top
+        near = inside & (ys >= top + 0.05 * depth) & (ys < top + 0.5 * depth) & (line >= 0)
+        near_idx = np.flatnonzero(near)
+        near_line = line.ravel()[near_idx].astype(np.intp)
+        line_count = np.bincount(near_line, minlength=p.n_lines).astype(np.float64)
+        hb, wb = h // 8, w // 8
+        blk = inside[:hb * 8, :wb * 8].reshape(hb, 8, wb, 8).all(axis=(1, 3))
+        self._layout = _Layout(key, f, inside, core, near_idx, near_line, line_count,
+                               np.flatnonzero(blk), int(np.count_nonzero(inside)))
+        self._prev_small = None  # a new layout: motion against the old one means nothing
+        return self._layout
+
+
+def _ramp(x: float, bad: float, good: float) -> float:
+    """0 at ``bad``, 1 at ``good``, linear between (either order), clipped."""
+    if good == bad:
+        return 1.0 if x >= good else 0.0
+    return float(min(1.0, max(0.0, (x - bad) / (good - bad))))
+
+
+def _speckle_snr(small: np.ndarray, blocks: np.ndarray, min_mean: float) -> float:
+    if blocks.size == 0:
+        return 0.0
+    h, w = small.shape
+    hb, wb = h // 8, w // 8
+    b = small[:hb * 8, :wb * 8].reshape(hb, 8, wb, 8).transpose(0, 2, 1, 3).reshape(hb * wb, 64)
+    b = b[blocks].astype(np.float32)
+    mu = b.mean(axis=1)
+    sd = b.std(axis=1)
+    ok = (mu > min_mean) & (sd > 0)
+    return float(np.median(mu[ok] / sd[ok])) if ok.any() else 0.0

@@ -1,0 +1,148 @@
+"""Keep the sector across frames; re-detect only when the screen layout may have changed.
+
+The sector changes only when the operator changes depth, zoom or probe. Detecting it costs a
+few milliseconds, so per frame only a cheap check runs on a coarse (about 80 px wide) copy of
+the frame: does signal appear in a ring just outside the current sector (the sector grew or
+moved)? Every ``redetect_every`` frames, and whenever the ring check fires, the full detector
+runs and its answer is compared with the current sector:
+
+* same sector (IoU >= ``same_iou``): nothing changes;
+* the new sector reaches outside the old one: the layout changed, take it now;
+* the new sector lies inside the old one: take it only when the part it gives up is empty
+  (screen background) on ``shrink_confirm`` consecutive checks. A probe lifting off one side,
+  a rib shadow or a dark frame darkens part of the sector without changing the layout, and
+  lost-contact lines still carry reverberation, so they are never mistaken for a shrink.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from sonoflow.stream.imaging.sector import (
+    SectorGeometry,
+    SectorParams,
+    background_level,
+    detect_sector,
+    mask_iou,
+)
+
+
+class SectorTracker:
+    """Per-stream sector state. One instance per stream; ``reset()`` between streams.
+
+    Args:
+        params: detector tuning.
+        redetect_every: frames between scheduled re-detections (0 = never scheduled).
+        same_iou: a re-detection this close to the current sector is the same layout.
+        grow_frac: fraction of the outside ring showing signal that triggers a re-detection.
+        shrink_confirm: consecutive confirmations a shrinking layout needs.
+        coarse_px: long side of the coarse image used by the per-frame check (px).
+    """
+
+    def __init__(self, params: SectorParams | None = None, *, redetect_every: int = 30,
+                 same_iou: float = 0.9, grow_frac: float = 0.3, shrink_confirm: int = 2,
+                 coarse_px: int = 80):
+        self.params = params or SectorParams()
+        self.redetect_every = redetect_every
+        self.same_iou = same_iou
+        self.grow_frac = grow_frac
+        self.shrink_confirm = shrink_confirm
+        self.coarse_px = coarse_px
+        self.detections = 0  # full detections run (for tests and benchmarks)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the sector (next frame detects from scratch)."""
+        self.geometry: SectorGeometry | None = None
+        self._since = 0
+        self._pending_shrink = 0
+        self._ring: np.ndarray | None = None  # flat indices into the coarse image
+        self._coarse_shape: tuple[int, int] = (0, 0)
+
+    def update(self, gray: np.ndarray) -> tuple[SectorGeometry | None, bool]:
+        """Track the sector through one frame.
+
+        Args:
+            gray: uint8 (H, W) grey frame (not blanked).
+
+        Returns:
+            ``(geometry, layout_changed)``: the sector to use for this frame (None while no
+            sector has been found yet) and whether it differs from the previous frame's.
+        """
+        g = self.geometry
+        if g is None or g.shape != gray.shape:
+            had = g is not None
+            self.geometry = None
+            new = self._detect(gray)
+            if new is not None:
+                self._adopt(new, gray)
+            return self.geometry, had or new is not None
+        self._since += 1
+        scheduled = self.redetect_every > 0 and self._since >= self.redetect_every
+        if not (scheduled or self._pending_shrink or self._ring_fires(gray)):
+            return g, False
+        self._since = 0
+        new = self._detect(gray)
+        if new is None or mask_iou(new.mask, g.mask) >= self.same_iou:
+            self._pending_shrink = 0
+            return g, False
+        outside = np.count_nonzero((new.mask > 0) & (g.mask == 0)) / max(new.area_px, 1)
+        if outside > 0.02:
+            self._adopt(new, gray)
+            return new, True
+        if not self._given_up_is_background(gray, g, new):
+            self._pending_shrink = 0
+            return g, False
+        self._pending_shrink += 1
+        if self._pending_shrink >= self.shrink_confirm:
+            self._adopt(new, gray)
+            return new, True
+        return g, False
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _detect(self, gray: np.ndarray) -> SectorGeometry | None:
+        self.detections += 1
+        return detect_sector(gray, self.params)
+
+    def _coarse(self, gray: np.ndarray) -> np.ndarray:
+        h, w = gray.shape
+        f = max(1, math.ceil(max(h, w) / self.coarse_px))
+        return cv2.resize(gray, (w // f, h // f), interpolation=cv2.INTER_AREA)
+
+    def _adopt(self, geom: SectorGeometry, gray: np.ndarray) -> None:
+        self.geometry = geom
+        self._pending_shrink = 0
+        self._since = 0
+        coarse = self._coarse(gray)
+        hs, ws = coarse.shape
+        m = cv2.resize(geom.mask, (ws, hs), interpolation=cv2.INTER_AREA) > 0
+        k = np.ones((3, 3), np.uint8)
+        inner = cv2.dilate(m.astype(np.uint8), k, iterations=1)
+        outer = cv2.dilate(m.astype(np.uint8), k, iterations=3)
+        ring = (outer > 0) & (inner == 0)
+        # UI already drawn next to the sector (ruler ticks, markers) is not new signal
+        self._bg = background_level(coarse)
+        ring &= coarse <= self._bg + 2 * self.params.threshold_grey
+        self._ring = np.flatnonzero(ring)
+        self._coarse_shape = (hs, ws)
+
+    def _ring_fires(self, gray: np.ndarray) -> bool:
+        if self._ring is None or self._ring.size < 8:
+            return False
+        vals = self._coarse(gray).ravel()[self._ring]
+        on = np.count_nonzero(vals > self._bg + 2 * self.params.threshold_grey)
+        return on > self.grow_frac * self._ring.size
+
+    def _given_up_is_background(self, gray: np.ndarray, old: SectorGeometry,
+                                new: SectorGeometry) -> bool:
+        """True when the pixels the new, smaller sector gives up hold no signal at all."""
+        lost = (old.mask > 0) & (new.mask == 0)
+        if not lost.any():
+            return True
+        vals = gray[lost]
+        bg = background_level(self._coarse(gray))
+        return float(np.percentile(vals, 99)) <= bg + self.params.threshold_grey
