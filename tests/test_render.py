@@ -162,7 +162,7 @@ def test_each_layer_toggles_its_own_pixels():
      ["quality 0.20", "REJECTED: motion blur"]),
     ("analysed", QualityResult(0.6, ["dark"], keyframe=False, reason="every 3rd frame"),
      ["quality 0.60", "not analysed: every 3rd frame"]),
-    ("pending", QualityResult(0.5, ["low_contrast"]), ["quality 0.50", "low_contrast"]),
+    ("pending", QualityResult(0.5, ["low_contrast"]), ["quality 0.50", "low contrast"]),
     ("failed", None, ["FAILED: decode error"]),
     ("pending", None, []),
 ])

@@ -29,7 +29,7 @@ from sonoflow.stream.render.palette import (
     class_colour,
     quality_colour,
 )
-from sonoflow.stream.render.style import Line, Style, draw_text_block, text_block_size
+from sonoflow.stream.render.style import CHIP_KEEP, Line, Style, draw_text_block, text_block_size
 
 #: ``InferResult.backend`` of oracle frames built from simulator truth (render.truth_frames)
 TRUTH_BACKEND = "simulator-truth"
@@ -144,6 +144,10 @@ def draw_labels(img: np.ndarray, detections: list[Detection], style: Style) -> N
         draw_text_block(img, lines, x0, ty, style, size=(cw, ch))
 
 
+def _flags_text(flags: list[str]) -> str:
+    return ", ".join(f.replace("_", " ") for f in flags)
+
+
 def quality_lines(header: FrameHeader) -> tuple[float | None, list[Line]]:
     """The quality score (None when unknown) and the text lines of the quality layer."""
     q = header.quality
@@ -155,11 +159,11 @@ def quality_lines(header: FrameHeader) -> tuple[float | None, list[Line]]:
         lines.append(Line(f"FAILED: {header.error or 'unknown error'}", VERMILLION))
     elif header.status == "rejected" or (q is not None and not q.keyframe):
         reason = (q.reason if q is not None and q.reason else
-                  ", ".join(q.flags) if q is not None and q.flags else "quality")
+                  _flags_text(q.flags) if q is not None and q.flags else "quality")
         word = "REJECTED" if header.status == "rejected" else "not analysed"
         lines.append(Line(f"{word}: {reason}", VERMILLION if word == "REJECTED" else ORANGE))
     elif q is not None and q.flags:
-        lines.append(Line(", ".join(q.flags), ORANGE, small=True))
+        lines.append(Line(_flags_text(q.flags), ORANGE, small=True))
     return score, lines
 
 
@@ -179,7 +183,7 @@ def draw_quality(img: np.ndarray, header: FrameHeader, style: Style,
         bx1 = box[0] + bar_w - style.pad_px
         by1 = by0 + bar_h
         roi = img[by0:by1 + style.pad_px, box[0]:box[0] + bar_w]
-        roi[:] = cv2.convertScaleAbs(roi, alpha=0.3)
+        roi[:] = cv2.convertScaleAbs(roi, alpha=CHIP_KEEP)
         filled = bx0 + int(round((bx1 - bx0) * min(1.0, max(0.0, score))))
         cv2.rectangle(img, (bx0, by0), (bx1, by1), (90, 90, 90), -1)
         if filled > bx0:

@@ -19,7 +19,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 #: the short side of the frame the base sizes were tuned on
 BASE_SHORT_SIDE_PX = 480
 #: how much of the background stays visible under a text chip (0 = opaque black chip)
-CHIP_KEEP = 0.3
+CHIP_KEEP = 0.15
 
 
 @dataclass(frozen=True)
