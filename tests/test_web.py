@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import time
 import urllib.error
 import urllib.request
 
@@ -69,6 +70,8 @@ def _status(url: str, headers: dict | None = None) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+    except urllib.error.URLError:
+        return None  # nothing listening
 
 
 def test_binds_loopback_with_a_random_token(viewer):
@@ -224,3 +227,23 @@ def test_port_in_use_is_a_clear_error(viewer):
 
     with pytest.raises(StageError, match="cannot bind"):
         WebViewer(port=viewer.port).start()
+
+
+def test_stop_is_quick_with_a_page_connected():
+    viewer = WebViewer()
+    viewer.start()
+
+    async def go():
+        session, ws = await _ws(viewer)
+        viewer.publish(_overlay(0), _header(0))
+        await ws.receive(timeout=5)
+        t0 = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, viewer.stop)
+        elapsed = time.monotonic() - t0
+        closed = await ws.receive(timeout=5)
+        await session.close()
+        return elapsed, closed.type
+    elapsed, kind = asyncio.run(go())
+    assert elapsed < 2.0
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    assert _status(f"http://127.0.0.1:{viewer.port}/") is None

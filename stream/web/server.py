@@ -20,6 +20,7 @@ Endpoints (all need the token, see :mod:`sonoflow.stream.web.security`): ``/`` t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import re
@@ -210,7 +211,7 @@ class WebViewer:
             fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             try:
                 fut.result(STOP_TIMEOUT_S)
-            except TimeoutError:
+            except concurrent.futures.TimeoutError:
                 log.warning("web viewer: shutdown took longer than %.1f s", STOP_TIMEOUT_S)
             loop.call_soon_threadsafe(loop.stop)
         thread.join(STOP_TIMEOUT_S)
