@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sonoflow.stream.imaging.visualization import visualization_score
 from sonoflow.stream.messages import LesionSummary, QualityResult
 
 VERSION = "v2017"
@@ -180,20 +181,4 @@ def visualization_from_quality(results: Sequence[QualityResult]) -> tuple[str, s
     """
     if not results:
         return "C", "no quality results: the pipeline has no quality stage, visibility unknown"
-    try:
-        from sonoflow.stream.imaging.visualization import visualization_score
-    except ModuleNotFoundError as e:
-        if e.name != "sonoflow.stream.imaging.visualization":
-            raise
-        return _fallback_visualization_score(results)
     return visualization_score(list(results))
-
-
-def _fallback_visualization_score(results: Sequence[QualityResult]) -> tuple[str, str]:
-    """TEMPORARY stand-in until ``sonoflow.stream.imaging.visualization`` lands (remove then).
-
-    Share of frames with quality score >= 0.5: >= 80 % -> A, >= 50 % -> B, else C.
-    """
-    good = sum(r.score >= 0.5 for r in results) / len(results)
-    score = "A" if good >= 0.8 else "B" if good >= 0.5 else "C"
-    return score, f"fallback rule: {good:.0%} of frames have quality >= 0.5"
