@@ -16,8 +16,6 @@ runs and its answer is compared with the current sector:
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
@@ -109,9 +107,11 @@ class SectorTracker:
         return detect_sector(gray, self.params)
 
     def _coarse(self, gray: np.ndarray) -> np.ndarray:
-        h, w = gray.shape
-        f = max(1, math.ceil(max(h, w) / self.coarse_px))
-        return cv2.resize(gray, (w // f, h // f), interpolation=cv2.INTER_AREA)
+        # halving steps: OpenCV's 2x area path is several times faster than one 8x step
+        x = gray
+        while max(x.shape) > self.coarse_px and min(x.shape) >= 16:
+            x = cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        return x
 
     def _adopt(self, geom: SectorGeometry, gray: np.ndarray) -> None:
         self.geometry = geom
