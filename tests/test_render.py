@@ -348,3 +348,21 @@ def test_copy_of_header_renders_identically():
     b = annotate(image.copy(), copy.deepcopy(header), {k: v.copy() for k, v in arrays.items()},
                  LAYERS, stats=stats)
     np.testing.assert_array_equal(a, b)
+
+
+def test_labels_avoid_panels_other_boxes_and_each_other():
+    from sonoflow.stream.render.layers import _overlaps, draw_labels
+
+    img = np.zeros((H, W, 3), np.uint8)
+    style = Style.for_shape(H, W)
+    dets = [Detection((100.0, 60.0, 160.0, 110.0), 0.8, "cyst", track_id=1),
+            Detection((120.0, 30.0, 200.0, 58.0), 0.7, "hcc", track_id=2),
+            Detection((110.0, 114.0, 170.0, 150.0), 0.6, "metastasis", track_id=3)]
+    panel = (0, 0, 90, 40)
+    chips = draw_labels(img, dets, style, occupied=[panel])
+    assert len(chips) == 3
+    boxes = [tuple(int(v) for v in d.xyxy_px) for d in dets]
+    for i, c in enumerate(chips):
+        assert not _overlaps(c, panel)
+        assert not any(_overlaps(c, o) for j, o in enumerate(chips) if j != i)
+        assert not any(_overlaps(c, b) for j, b in enumerate(boxes) if j != i)

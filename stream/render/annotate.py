@@ -21,7 +21,8 @@ from sonoflow.stream.render.layers import (
 )
 from sonoflow.stream.render.style import Style, draw_text_block, text_block_size
 
-#: every layer, in drawing order (later layers are drawn on top)
+#: every layer. Drawing order: outlines, boxes, the corner panels (quality, HUD, case), then the
+#: labels, placed so they cover neither a panel nor another lesion
 LAYERS: tuple[str, ...] = ("liver", "masks", "boxes", "labels", "quality", "hud", "case")
 #: what the overlay shows unless told otherwise (the liver outline is opt-in: it adds clutter)
 DEFAULT_LAYERS: frozenset[str] = frozenset(LAYERS) - {"liver"}
@@ -109,18 +110,23 @@ def annotate(image: np.ndarray, header: FrameHeader, arrays: dict[str, np.ndarra
         draw_masks(out, dets, lesion_mask, style)
     if "boxes" in layers:
         draw_boxes(out, dets, "masks" in layers and lesion_mask is not None, style)
-    if "labels" in layers:
-        draw_labels(out, dets, style)
+    panels: list[tuple[int, int, int, int]] = []
     if "quality" in layers:
-        draw_quality(out, header, style)
+        area = draw_quality(out, header, style)
+        if area is not None:
+            panels.append(area)
     right_y = 0
     if "hud" in layers:
         lines = hud_lines(header, stats)
         cw, ch = text_block_size(lines, style)
-        right_y = draw_text_block(out, lines, w - cw, 0, style, size=(cw, ch))[3]
+        panels.append(draw_text_block(out, lines, w - cw, 0, style, size=(cw, ch)))
+        right_y = panels[-1][3]
     if "case" in layers:
         lines = case_lines(header)
         if lines:
             cw, ch = text_block_size(lines, style)
-            draw_text_block(out, lines, w - cw, right_y + style.pad_px, style, size=(cw, ch))
+            panels.append(draw_text_block(out, lines, w - cw, right_y + style.pad_px, style,
+                                          size=(cw, ch)))
+    if "labels" in layers:
+        draw_labels(out, dets, style, occupied=panels)
     return out

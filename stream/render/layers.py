@@ -132,16 +132,49 @@ def detection_lines(det: Detection) -> list[Line]:
     return lines
 
 
-def draw_labels(img: np.ndarray, detections: list[Detection], style: Style) -> None:
-    """Put each detection's text chip above its box (below it when there is no room)."""
+Rect = tuple[int, int, int, int]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def draw_labels(img: np.ndarray, detections: list[Detection], style: Style,
+                occupied: list[Rect] | None = None) -> list[Rect]:
+    """Put each detection's text chip next to its box without covering other chips or boxes.
+
+    Tries above the box, below, right, left (in that order) and takes the first place that
+    fits inside the image and overlaps neither ``occupied`` (e.g. the HUD panels), nor another
+    detection's box, nor a chip already placed; when none is free, above (or below at the top
+    edge).
+
+    Returns:
+        The chips drawn, as ``(x0, y0, x1, y1)`` in px.
+    """
     h, w = img.shape[:2]
     gap = style.line_px + 1
-    for det in detections:
-        x0, y0, x1, y1 = _clip_box(det.xyxy_px, h, w)
+    boxes = [_clip_box(d.xyxy_px, h, w) for d in detections]
+    taken: list[Rect] = list(occupied or [])
+    chips: list[Rect] = []
+    for i, det in enumerate(detections):
+        x0, y0, x1, y1 = boxes[i]
         lines = detection_lines(det)
         cw, ch = text_block_size(lines, style)
-        ty = y0 - gap - ch if y0 - gap - ch >= 0 else y1 + gap
-        draw_text_block(img, lines, x0, ty, style, size=(cw, ch))
+        candidates = [(x0, y0 - gap - ch), (x0, y1 + gap), (x1 + gap, y0), (x0 - gap - cw, y0)]
+        obstacles = taken + [b for j, b in enumerate(boxes) if j != i]
+        place = None
+        for cx, cy in candidates:
+            rect = (cx, cy, cx + cw, cy + ch)
+            if (cx >= 0 and cy >= 0 and rect[2] <= w and rect[3] <= h
+                    and not any(_overlaps(rect, o) for o in obstacles)):
+                place = (cx, cy)
+                break
+        if place is None:
+            place = candidates[0] if candidates[0][1] >= 0 else candidates[1]
+        chip = draw_text_block(img, lines, place[0], place[1], style, size=(cw, ch))
+        taken.append(chip)
+        chips.append(chip)
+    return chips
 
 
 def _flags_text(flags: list[str]) -> str:
