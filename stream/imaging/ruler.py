@@ -96,7 +96,7 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
     # marks may touch the sector rim: look only outside a slightly grown sector
     grown = cv2.dilate((sector_mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8))
     on[grown > 0] = 0
-    n, _, stats, cents = cv2.connectedComponentsWithStats(on, connectivity=8)
+    n, labels, stats, cents = cv2.connectedComponentsWithStats(on, connectivity=8)
     if n <= 1:
         return None, "depth ruler: no marks outside the sector"
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
@@ -105,8 +105,6 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
     # a ruler mark is wider than tall or roughly round; text strokes are taller than wide
     small &= bh <= 1.5 * bw + 1
     idx = np.nonzero(small)[0]
-    if len(idx) < p.min_ticks:
-        return None, f"depth ruler: only {len(idx)} mark-sized blobs outside the sector"
     # left-aligned dashes of different lengths have different centres: use each mark's
     # inner edge (the side facing the sector) as its column
     x0, y0s, x1, y1s = sector_xyxy_px
@@ -114,14 +112,27 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
     right_x = left_x + bw - 1
     sx_mid = 0.5 * (x0 + x1)
     inner_x = np.where(left_x + 0.5 * bw < sx_mid, right_x, left_x)
+    # candidate rulers: columns of separate marks, and spines (a long thin vertical line
+    # with the marks drawn as short horizontal branches off it)
+    candidates: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if len(idx) >= p.min_ticks:
+        for col in _columns(inner_x[idx], p.column_tol_px):
+            members = idx[col]
+            if len(members) >= p.min_ticks:
+                candidates.append((cents[1:][members, 1], area[members].astype(np.float64),
+                                   inner_x[members]))
+    spines = np.nonzero((bh >= 0.15 * h) & (bw <= max(6, 0.05 * w)))[0]
+    for j in spines:
+        marks = _spine_marks(labels, stats[j + 1], j + 1)
+        if marks is not None and len(marks[0]) >= p.min_ticks:
+            candidates.append(marks)
+    if not candidates:
+        return None, (f"depth ruler: only {len(idx)} mark-sized blobs and no ruler line "
+                      "outside the sector")
     best: RulerResult | None = None
     reasons: list[str] = []
-    for col in _columns(inner_x[idx], p.column_tol_px):
-        members = idx[col]
-        if len(members) < p.min_ticks:
-            continue
-        res, why = _fit_column(cents[1:][members], area[members], inner_x[members],
-                               (y0s, y1s), p)
+    for ys_c, areas_c, xs_c in candidates:
+        res, why = _fit_column(ys_c, areas_c, xs_c, (y0s, y1s), p)
         if res is None:
             reasons.append(why)
             continue
@@ -156,9 +167,41 @@ def _columns(xs: np.ndarray, tol: float) -> list[np.ndarray]:
     return [np.array(g) for g in groups]
 
 
-def _fit_column(cents: np.ndarray, areas: np.ndarray, xs: np.ndarray,
+def _spine_marks(labels: np.ndarray, stat: np.ndarray, lab: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Marks branching off a vertical ruler line: rows where the line is wider than itself.
+
+    Returns:
+        ``(y, size, x)`` per mark (mark centre row, extra pixels beyond the line, line x),
+        or None when the line has no branches.
+    """
+    x0, y0 = int(stat[cv2.CC_STAT_LEFT]), int(stat[cv2.CC_STAT_TOP])
+    bw, bh = int(stat[cv2.CC_STAT_WIDTH]), int(stat[cv2.CC_STAT_HEIGHT])
+    sub = labels[y0:y0 + bh, x0:x0 + bw] == lab
+    width = sub.sum(axis=1).astype(np.float64)
+    line_w = float(np.median(width))
+    extra = width - line_w
+    rows = np.nonzero(extra >= 2)[0]
+    if len(rows) == 0:
+        return None
+    ys, sizes = [], []
+    start = prev = int(rows[0])
+    for r in [*rows[1:].tolist(), None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        seg = np.arange(start, prev + 1)
+        wgt = extra[seg]
+        ys.append(y0 + float(np.dot(seg, wgt) / wgt.sum()))
+        sizes.append(float(wgt.sum()))
+        if r is not None:
+            start = prev = r
+    line_x = x0 + float(np.argmax(sub.sum(axis=0)))
+    return np.array(ys), np.array(sizes), np.full(len(ys), line_x)
+
+
+def _fit_column(ys: np.ndarray, areas: np.ndarray, xs: np.ndarray,
                 sector_y: tuple[int, int], p: RulerParams) -> tuple[RulerResult | None, str]:
-    ys = cents[:, 1]
     order = np.argsort(ys)
     ys, areas, xs = ys[order], areas[order], xs[order]
     diffs = np.diff(ys)
