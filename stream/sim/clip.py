@@ -1,0 +1,167 @@
+"""Clips: ``simulate_clip(case, ...)`` yields :class:`SimFrame` objects with exact truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from sonoflow.stream.errors import ConfigError
+from sonoflow.stream.sim import config
+from sonoflow.stream.sim.events import BLOCK_FRAMES, FrameEvents, plan_block
+from sonoflow.stream.sim.motion import pose_at
+from sonoflow.stream.sim.renderer import BeamFrame, Renderer
+from sonoflow.stream.sim.truth import lesion_entries
+from sonoflow.stream.sim.ui import UiOverlay, build_ui
+
+_LIVER = config.TISSUE_CODES["liver"]
+
+
+@dataclass
+class SimFrame:
+    """One simulated frame and its ground truth.
+
+    Attributes:
+        image: ``(H, W)`` uint8 B-mode, burned-in UI outside the sector when ``case.ui``.
+        frame_index: index in the clip, from 0.
+        lesion_ids: ``(H, W)`` uint8 instance mask (0 background, else ``lesion_id``).
+        tissue: ``(H, W)`` uint8 tissue labels (:data:`config.TISSUE_CODES`).
+        sector_mask: ``(H, W)`` bool, the true imaging sector (shared, read-only).
+        ui_text_mask: ``(H, W)`` bool, burned-in UI pixels (all False without UI).
+        truth: the frame's entry of the ground-truth JSON.
+        beam: beam-space internals (envelope before log compression...) when requested.
+    """
+
+    image: np.ndarray
+    frame_index: int
+    lesion_ids: np.ndarray
+    tissue: np.ndarray
+    sector_mask: np.ndarray
+    ui_text_mask: np.ndarray
+    truth: dict[str, Any]
+    beam: BeamFrame | None = field(default=None, repr=False)
+
+
+class ClipRenderer:
+    """Stateful frame-by-frame renderer of one clip (persistence, frozen runs, events).
+
+    Args:
+        case: the case.
+        n_frames: clip length, or None for an endless clip.
+        height, width: output size (even numbers >= 64).
+        fps: frame rate.
+        keep_beam: attach beam-space internals to each frame.
+
+    Raises:
+        ConfigError: size or fps out of range.
+    """
+
+    def __init__(self, case, n_frames: int | None, height: int, width: int, fps: float,
+                 keep_beam: bool = False):
+        if height < 64 or width < 64 or height > 2048 or width > 2048:
+            raise ConfigError(f"simulate_clip: size {height}x{width} out of range; expected "
+                              "64..2048 pixels per side")
+        if not fps > 0:
+            raise ConfigError(f"simulate_clip: fps must be > 0, got {fps}")
+        if n_frames is not None and n_frames < 0:
+            raise ConfigError(f"simulate_clip: n_frames must be >= 0, got {n_frames}")
+        self.case = case
+        self.n_frames = n_frames
+        self.fps = float(fps)
+        self.keep_beam = keep_beam
+        self.renderer = Renderer(case, height, width)
+        self.scan = self.renderer.scan
+        self.ui: UiOverlay = build_ui(case, self.scan)
+        self.mm_per_px = self.scan.layout.mm_per_px
+        self._block_len = n_frames if n_frames is not None and n_frames <= 2 * BLOCK_FRAMES \
+            else BLOCK_FRAMES
+        self._events: dict[int, list[FrameEvents]] = {}
+        self._prev: SimFrame | None = None
+        self._prev_grey: np.ndarray | None = None
+        self._no_ui = np.zeros_like(self.ui.mask)
+        self.sector_mask = self.scan.sector_mask
+        self.sector_mask.setflags(write=False)
+
+    def events_at(self, i: int) -> FrameEvents:
+        if self._block_len == 0:
+            return FrameEvents()
+        b = i // self._block_len
+        if b not in self._events:
+            self._events = {b: plan_block(self.case, b, self._block_len)}
+        return self._events[b][i - b * self._block_len]
+
+    def frame(self, i: int) -> SimFrame:
+        """Render frame ``i``; frames must be requested in order (persistence, freezes)."""
+        ev = self.events_at(i)
+        case = self.case
+        pose = pose_at(case, i, self.fps, jerk_mm=ev.jerk_mm)
+        base = {"frame_index": i, "quality_label": ev.quality_label(),
+                "pts_s": round(i / self.fps, 6), "pose": pose.truth(),
+                "gain_db": round(case.imaging.gain_db + ev.gain_offset_db, 3),
+                "contact_fraction": round(1.0 - ev.lost_fraction, 4),
+                "frozen": ev.frozen, "black": ev.black, "motion_blur": ev.blur_lines > 0,
+                "ui": bool(case.ui and not ev.black)}
+        if ev.frozen and self._prev is not None:
+            p = self._prev
+            truth = dict(p.truth)
+            truth.update({"frame_index": i, "quality_label": base["quality_label"],
+                          "pts_s": base["pts_s"], "frozen": True,
+                          "source_frame": p.truth.get("source_frame", p.frame_index)})
+            f = SimFrame(image=p.image, frame_index=i, lesion_ids=p.lesion_ids, tissue=p.tissue,
+                         sector_mask=self.sector_mask, ui_text_mask=p.ui_text_mask, truth=truth,
+                         beam=p.beam)
+            self._prev = f
+            return f
+        h, w = self.sector_mask.shape
+        if ev.black:
+            zeros = np.zeros((h, w), np.uint8)
+            truth = {**base, "lesions": [], "liver_fraction": 0.0, "lesions_in_plane": []}
+            f = SimFrame(image=zeros, frame_index=i, lesion_ids=zeros, tissue=zeros.copy(),
+                         sector_mask=self.sector_mask, ui_text_mask=self._no_ui, truth=truth)
+            self._prev = f
+            return f
+        r = self.renderer.render(pose, i, ev, keep_beam=self.keep_beam)
+        grey = r.grey
+        pers = case.imaging.persistence
+        if pers > 0 and self._prev_grey is not None:
+            grey = grey * np.float32(1.0 - pers) + self._prev_grey * np.float32(pers)
+        self._prev_grey = grey
+        img = (grey * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+        if case.ui:
+            self.ui.apply(img)
+        lesions = lesion_entries(r.ids, case, pose.yp_mm, self.mm_per_px, r.lesions_drawn)
+        n_sector = int(self.sector_mask.sum())
+        truth = {**base, "lesions": lesions,
+                 "lesions_in_plane": [int(v) for v in r.lesions_drawn],
+                 "liver_fraction": round(float((r.tissue == _LIVER).sum()) / max(n_sector, 1), 4)}
+        f = SimFrame(image=img, frame_index=i, lesion_ids=r.ids, tissue=r.tissue,
+                     sector_mask=self.sector_mask,
+                     ui_text_mask=self.ui.mask if case.ui else self._no_ui, truth=truth,
+                     beam=r.beam)
+        self._prev = f
+        return f
+
+
+def simulate_clip(case, n_frames: int | None = 90, height: int = 480, width: int = 640,
+                  fps: float = 30.0, keep_beam: bool = False) -> Iterator[SimFrame]:
+    """Render a clip frame by frame.
+
+    Args:
+        case: from :func:`~sonoflow.stream.sim.case.sample_case`.
+        n_frames: number of frames, or None for an endless stream.
+        height, width: output size in pixels.
+        fps: frame rate (sets motion per frame).
+        keep_beam: attach beam-space internals (``SimFrame.beam``) for tests.
+
+    Yields:
+        :class:`SimFrame`, in order. The same case and arguments give bit-identical frames.
+
+    Raises:
+        ConfigError: size, fps or frame count out of range.
+    """
+    clip = ClipRenderer(case, n_frames, height, width, fps, keep_beam=keep_beam)
+    i = 0
+    while n_frames is None or i < n_frames:
+        yield clip.frame(i)
+        i += 1

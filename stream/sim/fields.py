@@ -1,0 +1,223 @@
+"""World-locked random fields: complex speckle (via summed-area tables) and tissue textures.
+
+The speckle source is i.i.d. complex white noise on a fine world grid (0.25 mm) in each
+elevation layer (2.5 mm apart). Each beam cell integrates the noise over its footprint, an
+axis-aligned box of the cell's area, read from a summed-area table (SAT) with one bilinear
+``cv2.remap`` of the four box corners. Bilinear interpolation of a SAT is the exact integral of
+the piecewise-constant noise, and equal map coordinates quantize equally in OpenCV's fixed-point
+remap, so each box sum is the exact integral over a box whose edges lie on a 1/32-cell lattice.
+Sub-cell motion therefore moves the speckle with the tissue instead of making it flicker.
+Elevational motion blends neighbouring layers with ``cos``/``sin`` weights (variance preserved).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from sonoflow.stream.sim.seeding import stream_rng
+
+#: Speckle world grid spacing and elevational layer spacing (mm).
+SPECKLE_GRID_MM = 0.25
+SPECKLE_LAYER_MM = 2.5
+#: Texture grid spacing and layer spacing (mm).
+TEXTURE_GRID_MM = 0.4
+TEXTURE_LAYER_MM = 4.0
+
+
+@dataclass(frozen=True)
+class WorldBox:
+    """Liver-frame extent (mm) covered by the world fields of one clip."""
+
+    x_min: float
+    x_max: float
+    z_min: float
+    z_max: float
+
+
+class _LayerCache:
+    """A small LRU cache of generated layers (no global state: one per renderer)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def get(self, key: int, make) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make(key)
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+
+class SpeckleField:
+    """World-locked complex speckle of one clip.
+
+    Args:
+        seed: clip seed (layers are keyed by ``(seed, layer)``).
+        box: liver-frame extent to cover.
+    """
+
+    def __init__(self, seed: int, box: WorldBox):
+        self.seed = seed
+        self.box = box
+        g = SPECKLE_GRID_MM
+        self.nx = int(math.ceil((box.x_max - box.x_min) / g)) + 1
+        self.nz = int(math.ceil((box.z_max - box.z_min) / g)) + 1
+        self._sats = _LayerCache(6)
+        self._pairs = _LayerCache(2)
+
+    def _sat(self, k: int) -> np.ndarray:
+        rng = stream_rng(self.seed, "speckle-layer", k)
+        w = rng.random((self.nz, self.nx, 2), dtype=np.float32)
+        w -= np.float32(0.5)
+        w *= np.float32(math.sqrt(12.0))  # uniform(-sqrt3, sqrt3): unit variance
+        sat = np.zeros((self.nz + 1, self.nx + 1, 2), np.float32)
+        np.cumsum(w, axis=0, out=w)
+        np.cumsum(w, axis=1, out=sat[1:, 1:])
+        return sat
+
+    def _pair(self, k: int) -> np.ndarray:
+        a = self._sats.get(k, self._sat)
+        b = self._sats.get(k + 1, self._sat)
+        return np.concatenate([a, b], axis=2)
+
+    def footprint(self, grid, phi_rad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Box half-widths (grid cells) and normalisation of each beam cell.
+
+        Args:
+            grid: the :class:`~sonoflow.stream.sim.geometry.BeamGrid`.
+            phi_rad: in-plane probe rotation (the box is aligned to the liver frame).
+
+        Returns:
+            ``(hx, hz, norm)``, each ``(n_lines, n_samples)`` float32.
+        """
+        g = SPECKLE_GRID_MM
+        r = grid.probe.radius_mm + grid.depth_mm[None, :]
+        lat = r * grid.dtheta_rad
+        ax = grid.dd_mm
+        beta = (grid.theta_rad - phi_rad)[:, None]
+        sb, cb = np.abs(np.sin(beta)), np.abs(np.cos(beta))
+        wx = ax * sb + lat * cb
+        wz = ax * cb + lat * sb
+        scale = np.sqrt(ax * lat / (wx * wz))
+        ax_c = wx * scale / g
+        az_c = wz * scale / g
+        norm = 1.0 / np.sqrt(np.maximum(ax_c - 1.0 / 3.0, 0.3) * np.maximum(az_c - 1.0 / 3.0, 0.3))
+        return ((ax_c / 2).astype(np.float32), (az_c / 2).astype(np.float32),
+                norm.astype(np.float32))
+
+    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float, hx: np.ndarray,
+               hz: np.ndarray, norm: np.ndarray) -> np.ndarray:
+        """Complex speckle at the beam cells.
+
+        Args:
+            x_mm, z_mm: ``(L, S)`` float32 liver-frame cell centres.
+            y_mm: elevational position of the imaging plane.
+            hx, hz, norm: from :meth:`footprint`, same shape (or broadcastable rows).
+
+        Returns:
+            ``(L, S, 2)`` float32 (real, imaginary), unit variance per component.
+        """
+        g = SPECKLE_GRID_MM
+        t = y_mm / SPECKLE_LAYER_MM
+        k = int(math.floor(t))
+        frac = t - k
+        pair = self._pairs.get(k, self._pair)
+        gx = (x_mm - np.float32(self.box.x_min)) * np.float32(1.0 / g)
+        gz = (z_mm - np.float32(self.box.z_min)) * np.float32(1.0 / g)
+        L, S = gx.shape
+        mx = np.empty((L, S, 4), np.float32)
+        my = np.empty((L, S, 4), np.float32)
+        x1 = gx - hx
+        x2 = gx + hx
+        z1 = gz - hz
+        z2 = gz + hz
+        mx[..., 0] = x1
+        mx[..., 1] = x2
+        mx[..., 2] = x1
+        mx[..., 3] = x2
+        my[..., 0] = z1
+        my[..., 1] = z1
+        my[..., 2] = z2
+        my[..., 3] = z2
+        out = cv2.remap(pair, mx.reshape(L, S * 4), my.reshape(L, S * 4), cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_REPLICATE).reshape(L, S, 4, 4)
+        s = out[:, :, 3] - out[:, :, 2]
+        s -= out[:, :, 1]
+        s += out[:, :, 0]
+        ca = np.float32(math.cos(0.5 * math.pi * frac))
+        sa = np.float32(math.sin(0.5 * math.pi * frac))
+        res = s[..., 0:2] * ca
+        res += s[..., 2:4] * sa
+        res *= norm[..., None]
+        return res
+
+
+class TextureField:
+    """World-locked smooth Gaussian textures: liver texture and portal-tract specks.
+
+    Channels: ``0`` liver texture (correlation ``corr_mm``), ``1`` fine speck field (0.6 mm).
+    Both unit variance, blended across elevation layers 4 mm apart.
+
+    Args:
+        seed: clip seed.
+        box: liver-frame extent.
+        corr_mm: correlation length of the liver texture.
+    """
+
+    def __init__(self, seed: int, box: WorldBox, corr_mm: float):
+        self.seed = seed
+        self.box = box
+        self.corr_mm = corr_mm
+        g = TEXTURE_GRID_MM
+        self.nx = int(math.ceil((box.x_max - box.x_min) / g)) + 1
+        self.nz = int(math.ceil((box.z_max - box.z_min) / g)) + 1
+        self._layers = _LayerCache(4)
+        self._pairs = _LayerCache(2)
+
+    def _smooth(self, rng: np.random.Generator, sigma_cells: float) -> np.ndarray:
+        w = rng.standard_normal((self.nz, self.nx), dtype=np.float32)
+        k = int(2 * math.ceil(3 * sigma_cells) + 1)
+        out = cv2.GaussianBlur(w, (k, k), sigma_cells, borderType=cv2.BORDER_REFLECT)
+        out /= np.float32(out.std() + 1e-6)
+        return out
+
+    def _layer(self, k: int) -> np.ndarray:
+        rng = stream_rng(self.seed, "texture-layer", k)
+        tex = self._smooth(rng, self.corr_mm / TEXTURE_GRID_MM / 2.0)
+        dots = self._smooth(rng, 0.6 / TEXTURE_GRID_MM / 2.0)
+        return np.dstack([tex, dots])
+
+    def _pair(self, k: int) -> np.ndarray:
+        a = self._layers.get(k, self._layer)
+        b = self._layers.get(k + 1, self._layer)
+        return np.ascontiguousarray(np.concatenate([a, b], axis=2))
+
+    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float) -> tuple[np.ndarray,
+                                                                                np.ndarray]:
+        """Texture and speck fields at the given liver-frame points.
+
+        Returns:
+            ``(texture, specks)``, each shaped like ``x_mm``, float32, unit variance.
+        """
+        g = TEXTURE_GRID_MM
+        t = y_mm / TEXTURE_LAYER_MM
+        k = int(math.floor(t))
+        frac = t - k
+        pair = self._pairs.get(k, self._pair)
+        gx = (x_mm - np.float32(self.box.x_min)) * np.float32(1.0 / g)
+        gz = (z_mm - np.float32(self.box.z_min)) * np.float32(1.0 / g)
+        out = cv2.remap(pair, gx, gz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        ca = np.float32(math.cos(0.5 * math.pi * frac))
+        sa = np.float32(math.sin(0.5 * math.pi * frac))
+        tex = out[..., 0] * ca + out[..., 2] * sa
+        dots = out[..., 1] * ca + out[..., 3] * sa
+        return tex, dots
