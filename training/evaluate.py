@@ -83,7 +83,7 @@ def classifier_report(type_probs: np.ndarray, malignancy_prob: np.ndarray,
         feature_probs: (N, 7) feature probabilities, :data:`LESION_FEATURES` order.
         type_idx: (N,) true type indices.
         malignant: (N,) true 0/1.
-        features: (N, 7) true 0/1 features.
+        features: (N, 7) true 0/1 features; nan where a label is unknown (excluded).
         size_mm: (N,) lesion size in mm (nan for negatives), for accuracy by size.
         n_boot: bootstrap resamples for the AUC intervals.
         seed: bootstrap seed.
@@ -121,11 +121,13 @@ def classifier_report(type_probs: np.ndarray, malignancy_prob: np.ndarray,
     }
     fp = np.asarray(feature_probs, np.float64)
     ft = np.asarray(features, np.float64)
-    rep["features"] = {
-        name: {"auc": M.roc_auc(ft[:, k], fp[:, k]),
-               "accuracy": M.accuracy(ft[:, k] >= 0.5, fp[:, k] >= 0.5),
-               "prevalence": float(ft[:, k].mean()) if len(ft) else float("nan")}
-        for k, name in enumerate(LESION_FEATURES)}
+    rep["features"] = {}
+    for k, name in enumerate(LESION_FEATURES):
+        known = np.isfinite(ft[:, k])  # nan = not derivable from the truth at hand
+        y, p = ft[known, k], fp[known, k]
+        rep["features"][name] = {
+            "auc": M.roc_auc(y, p), "accuracy": M.accuracy(y >= 0.5, p >= 0.5),
+            "prevalence": float(y.mean()) if len(y) else float("nan"), "n": int(known.sum())}
     return rep
 
 
@@ -286,3 +288,342 @@ def classifier_plots(rep: dict[str, Any], probs: dict[str, np.ndarray], type_idx
                          out / f"{prefix}_calibration.png", f"{title}: malignancy calibration"),
         plot_roc(roc, out / f"{prefix}_roc.png", f"{title}: ROC (one vs rest)"),
     ]
+
+
+# --------------------------------------------------------------------- model execution -----
+
+
+def load_model(model_id: str, precision: str, backend: str = "ort-cpu", threads: int = 1):
+    """Resolve a shipped artifact and load it (through the registry and runtime, no torch).
+
+    Raises:
+        ModelError: not found (lists what exists) or the backend cannot run it.
+    """
+    from sonoflow.models import runtime
+    from sonoflow.models.registry import resolve
+
+    path, card = resolve(model_id, precision)
+    return runtime.load(path, backend=backend, precision=precision, threads=threads, card=card)
+
+
+def frame_predict(rt, image: np.ndarray, sector_xyxy_px: Sequence[float] | None = None,
+                  sector_mask: np.ndarray | None = None, score_floor: float = 0.05
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the frame network on one grey frame as the ``infer`` stage does.
+
+    Args:
+        rt: a loaded frame-model runtime.
+        image: (H, W) uint8 frame.
+        sector_xyxy_px: the imaging sector's box (letterbox source); None = whole frame.
+        sector_mask: (H, W) sector mask (pixels outside are blanked), or None.
+        score_floor: heatmap threshold for decoding (low, so AP sees the whole ranking).
+
+    Returns:
+        ``(boxes (N, 4) original pixels, scores (N,), lesion_mask (H, W) bool,
+        steatosis_probs (4,))``; the mask is the lesion probability above the card's
+        ``lesion_mask`` threshold (default 0.5).
+    """
+    from sonoflow.models.postprocess import decode_frame
+    from sonoflow.models.preprocess import letterbox, normalise
+
+    card = rt.card
+    canvas, lb = letterbox(image, sector_xyxy_px, (card.input.height, card.input.width),
+                           sector_mask, card.input.pad_value)
+    outs = rt.run({card.input.name: normalise(canvas, card.input)})
+    fo = decode_frame(outs, card, 0, threshold=score_floor)
+    boxes = lb.to_original_xyxy(fo.detections.xyxy_px)
+    prob = lb.warp_to_original(fo.lesion_prob.astype(np.float32), image.shape)
+    thr = float(card.thresholds.get("lesion_mask", 0.5))
+    return (boxes, fo.detections.confidence.astype(np.float64), prob >= thr,
+            np.asarray(fo.steatosis_probs, np.float64))
+
+
+def _sector(image: np.ndarray) -> tuple[tuple[int, int, int, int] | None, np.ndarray | None]:
+    """The imaging sector as the ``preprocess`` stage finds it (None when not found)."""
+    from sonoflow.stream.imaging.sector import detect_sector
+
+    geom = detect_sector(image)
+    if geom is None:
+        return None, None
+    return geom.xyxy_px, geom.mask > 0
+
+
+# --------------------------------------------------------------------------- real data -----
+
+
+def classifier_on_real(rt_or_predict, items: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Classifier probabilities for every annotated lesion of real images (crops at the
+    annotated boxes, cut with the card's crop contract).
+
+    Args:
+        rt_or_predict: a classifier runtime, or a callable ``crops_u8 -> probs dict``.
+        items: :class:`~sonoflow.training.data.real.RealImage` list.
+
+    Returns:
+        probs dict plus ``"malignant"`` (N,) 0/1 (nan when unknown), ``"image"`` (N,) names.
+    """
+    from sonoflow.training.data.sim_crops import CropSpec, crop_box
+
+    if callable(rt_or_predict) and not hasattr(rt_or_predict, "card"):
+        predict, spec = rt_or_predict, CropSpec()
+    else:
+        inp = rt_or_predict.card.input
+        crop = rt_or_predict.card.extra.get("crop", {})
+        spec = CropSpec(float(inp.crop_margin or 1.5), inp.width,
+                        int(crop.get("min_side_px", 12)), int(inp.pad_value))
+
+        def predict(c):
+            return predict_crops(rt_or_predict, c)
+    crops, mal, names = [], [], []
+    for item in items:
+        for les in item.lesions:
+            crops.append(crop_box(item.image, les.xyxy_px, spec))
+            mal.append(np.nan if les.malignant is None else float(les.malignant))
+            names.append(item.path.name)
+    arr = (np.stack(crops) if crops else np.zeros((0, spec.size_px, spec.size_px), np.uint8))
+    probs = predict(arr)
+    probs["malignant"] = np.asarray(mal, np.float64)
+    probs["image"] = np.asarray(names)
+    return probs
+
+
+def malignancy_auc_report(malignant: np.ndarray, score: np.ndarray, n_boot: int = 2000,
+                          seed: int = 0) -> dict[str, Any]:
+    """Benign-vs-malignant AUC with a bootstrap 95 % CI, over lesions whose label is known."""
+    known = np.isfinite(malignant)
+    y, s = malignant[known], np.asarray(score, np.float64)[known]
+    return {"auc": M.bootstrap_ci(M.roc_auc, y, s, n_boot=n_boot, seed=seed),
+            "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum()),
+            "at_0.5": M.binary_prf(y, s, 0.5), "calibration": M.calibration_curve(y, s, 5)}
+
+
+def frame_model_on_real(rt, items: Sequence[Any], use_sector: bool = True,
+                        max_fp_per_frame: float = 0.1) -> dict[str, Any]:
+    """Detection recall / AP50 / FP per image and lesion Dice of the frame network on real
+    images (the sector found as ``preprocess`` finds it, else the whole image)."""
+    frames, dices = [], []
+    for item in items:
+        box, mask = _sector(item.image) if use_sector else (None, None)
+        boxes, scores, pred_mask, _ = frame_predict(rt, item.image, box, mask)
+        gt = np.asarray([les.xyxy_px for les in item.lesions], np.float64).reshape(-1, 4)
+        frames.append(M.FrameDetections(boxes, scores, gt, None))
+        if item.lesion_mask is not None:
+            dices.append(M.dice(pred_mask, item.lesion_mask))
+    rep = detection_report(frames, dices, max_fp_per_frame)
+    rep["note"] = ("real images are uncalibrated here: recall is over all lesions "
+                   "(no size bins); FP counted per image")
+    return rep
+
+
+def evaluate_real_folder(data: str | Path, out_dir: str | Path, classifier_id: str | None,
+                         frame_id: str | None, precision: str = "fp32",
+                         backend: str = "ort-cpu", n_boot: int = 2000) -> dict[str, Any]:
+    """``sonoflow eval`` on real data: classifier malignancy AUC at the annotated boxes, and
+    the frame network's detection and Dice when ``frame_id`` is given. Writes
+    ``real_eval.json`` and PNGs into ``out_dir``."""
+    from sonoflow.training.data.real import load_real_dataset
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = load_real_dataset(data)
+    rep: dict[str, Any] = {"data": str(data), "n_images": len(items), "precision": precision,
+                           "backend": backend, "synthetic_only": True}
+    if classifier_id:
+        with load_model(classifier_id, precision, backend) as rt:
+            probs = classifier_on_real(rt, items)
+            rep["classifier"] = {"model": classifier_id, "sha256": rt.card.sha256[:12],
+                                 **malignancy_auc_report(probs["malignant"],
+                                                         probs["malignancy"], n_boot)}
+            mal_types = probs["type_probs"][:, 2] + probs["type_probs"][:, 3]
+            rep["classifier"]["auc_from_type_head"] = malignancy_auc_report(
+                probs["malignant"], mal_types, n_boot)["auc"]
+            known = np.isfinite(probs["malignant"])
+            plot_roc({"malignancy head": (probs["malignant"][known], probs["malignancy"][known]),
+                      "P(metastasis)+P(hcc)": (probs["malignant"][known], mal_types[known])},
+                     out / "real_malignancy_roc.png", "real images: benign vs malignant")
+            plot_calibration({"malignancy": rep["classifier"]["calibration"]},
+                             out / "real_malignancy_calibration.png",
+                             "real images: malignancy calibration")
+    if frame_id:
+        with load_model(frame_id, precision, backend) as rt:
+            rep["frame"] = {"model": frame_id, "sha256": rt.card.sha256[:12],
+                            **frame_model_on_real(rt, items)}
+    write_json(out / "real_eval.json", rep)
+    return rep
+
+
+# ------------------------------------------------------------------------ simulator data ---
+
+
+def truth_features(cls: str, subtype: str, diameter_mm: float) -> np.ndarray:
+    """Feature labels derivable from a clip's ground-truth JSON alone (7,), nan = unknown.
+
+    The JSON carries class and subtype but not the appearance levels, so an HCC's halo is
+    unknown (nan); its hypoechoic flag follows the simulator's rule (non-mosaic, < 30 mm ->
+    -9..-4 dB). Everything else is as :func:`sonoflow.training.data.sim_crops.lesion_features`.
+    """
+    from sonoflow.training.data.sim_crops import lesion_features
+
+    levels = {"halo": 0.0, "level_db": -6.0 if diameter_mm < 30 else 0.0}
+    f = np.array([float(v) for v in lesion_features(cls, subtype, levels).values()])
+    if cls == "hcc":
+        f[LESION_FEATURES.index("halo_target")] = np.nan
+    return f
+
+
+def _open_clip_frames(clip: Path):
+    """Grey frames of a clip through the capture sources (npz, mp4, DICOM)."""
+    from sonoflow.stream.sources.registry import open_source
+
+    src = open_source(str(clip))
+    src.open()
+    try:
+        for sf in src.frames():
+            if sf.image is None:
+                continue
+            img = sf.image
+            if img.ndim == 3:
+                import cv2
+
+                img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+            yield sf.frame_index, img
+    finally:
+        src.close()
+
+
+def _clip_for(gt_path: Path) -> Path:
+    stem = gt_path.name[: -len(".gt.json")]
+    for ext in (".npz", ".mp4", ".dcm"):
+        p = gt_path.with_name(stem + ext)
+        if p.exists():
+            return p
+    from sonoflow.stream.errors import SourceError
+
+    raise SourceError(str(gt_path), f"no clip beside it: expected {stem}.npz, .mp4 or .dcm")
+
+
+def _lesion_id_masks(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """The (F, H, W) lesion-id stack from a masks dict (``load_truth``'s second value)."""
+    from sonoflow.stream.errors import SourceError
+
+    for key in ("lesion_ids", "lesions", "instances"):
+        if key in masks:
+            return np.asarray(masks[key])
+    raise SourceError("masks", f"no lesion-id mask stack; keys {sorted(masks)}, expected "
+                               "'lesion_ids'")
+
+
+SKIP_QUALITY = ("black", "no_contact")
+
+
+def evaluate_sim_folder(data: str | Path, out_dir: str | Path, classifier_id: str | None,
+                        frame_id: str | None, precision: str = "fp32", backend: str = "ort-cpu",
+                        max_fp_per_frame: float = 0.1, n_boot: int = 2000) -> dict[str, Any]:
+    """``sonoflow eval`` on simulator clips: frame network (AP50, recall by size at the FP
+    budget, FP/frame, lesion Dice, steatosis frame accuracy) and classifier (type accuracy,
+    confusion, per-class AUC with CI, malignancy AUC and calibration, features) at the
+    ground-truth boxes. Frames labelled black / no_contact are excluded (nothing to see).
+    Writes ``eval.json`` + PNGs.
+    """
+    from sonoflow.training.data.sim_crops import SIM_CLASS_TO_TYPE, CropSpec, crop_box
+    from sonoflow.training.data.sim_truth import load_truth
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gts = sorted(Path(data).glob("*.gt.json"))
+    frame_rt = load_model(frame_id, precision, backend) if frame_id else None
+    cls_rt = load_model(classifier_id, precision, backend) if classifier_id else None
+    det_frames, dices, steat_true, steat_pred = [], [], [], []
+    crops, t_idx, mal, feats, sizes = [], [], [], [], []
+    spec = None
+    if cls_rt is not None:
+        inp = cls_rt.card.input
+        spec = CropSpec(float(inp.crop_margin or 1.5), inp.width,
+                        int(cls_rt.card.extra.get("crop", {}).get("min_side_px", 12)),
+                        int(inp.pad_value))
+    try:
+        for gt_path in gts:
+            truth, masks = load_truth(gt_path)
+            ids = _lesion_id_masks(masks) if frame_rt is not None else None
+            by_frame = {int(f["frame_index"]): f for f in truth["frames"]}
+            case_les = {int(c["lesion_id"]): c for c in truth["case"]["lesions"]}
+            grade = int(truth["case"]["steatosis_grade"])
+            for fi, img in _open_clip_frames(_clip_for(gt_path)):
+                ft = by_frame.get(fi)
+                if ft is None or ft.get("quality_label", "good") in SKIP_QUALITY:
+                    continue
+                lesions = ft.get("lesions", [])
+                if frame_rt is not None:
+                    box, smask = _sector(img)
+                    boxes, scores, pmask, steat = frame_predict(frame_rt, img, box, smask)
+                    gt = np.asarray([les["xyxy_px"] for les in lesions], np.float64).reshape(-1, 4)
+                    size = np.asarray([les.get("diameter_mm", np.nan) for les in lesions],
+                                      np.float64)
+                    det_frames.append(M.FrameDetections(boxes, scores, gt, size))
+                    gmask = ids[fi] > 0
+                    if gmask.any() or pmask.any():
+                        dices.append(M.dice(pmask, gmask))
+                    steat_true.append(grade)
+                    steat_pred.append(int(np.argmax(steat)))
+                if cls_rt is not None:
+                    for les in lesions:
+                        full = case_les[int(les["lesion_id"])]
+                        crops.append(crop_box(img, les["xyxy_px"], spec))
+                        t_idx.append(LESION_TYPES.index(SIM_CLASS_TO_TYPE[full["class"]]))
+                        mal.append(float(full["malignant"]))
+                        feats.append(truth_features(full["class"], str(full.get("subtype", "")),
+                                                    float(full["diameter_mm"])))
+                        sizes.append(float(les.get("diameter_mm", np.nan)))
+        rep: dict[str, Any] = {"data": str(data), "n_clips": len(gts), "precision": precision,
+                               "backend": backend, "synthetic_only": True,
+                               "excluded_quality": list(SKIP_QUALITY)}
+        if frame_rt is not None:
+            rep["frame"] = {"model": frame_id, "sha256": frame_rt.card.sha256[:12],
+                            **detection_report(det_frames, dices, max_fp_per_frame),
+                            "steatosis_frame_accuracy": M.accuracy(steat_true, steat_pred),
+                            "steatosis_confusion": M.confusion_matrix(
+                                steat_true, steat_pred, 4).tolist() if steat_true else []}
+            if steat_true:
+                plot_confusion(np.asarray(rep["frame"]["steatosis_confusion"]),
+                               ["S0", "S1", "S2", "S3"], out / "steatosis_confusion.png",
+                               f"{frame_id} {precision}: steatosis (frame level)")
+        if cls_rt is not None and crops:
+            arr = np.stack(crops)
+            probs = predict_crops(cls_rt, arr)
+            crep = classifier_report(probs["type_probs"], probs["malignancy"],
+                                     probs["feature_probs"], np.asarray(t_idx), np.asarray(mal),
+                                     np.stack(feats), np.asarray(sizes), n_boot)
+            rep["classifier"] = {"model": classifier_id, "sha256": cls_rt.card.sha256[:12],
+                                 **crep}
+            classifier_plots(crep, probs, np.asarray(t_idx), np.asarray(mal), out,
+                             "classifier", f"{classifier_id} {precision}")
+    finally:
+        for rt in (frame_rt, cls_rt):
+            if rt is not None:
+                rt.close()
+    write_json(out / "eval.json", rep)
+    return rep
+
+
+def summary_lines(rep: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of an eval report (printed by ``sonoflow eval``)."""
+    out: dict[str, Any] = {}
+    c = rep.get("classifier")
+    if c:
+        if "type" in c:
+            out["classifier_type_accuracy"] = c["type"]["accuracy"]
+            out["classifier_malignancy_auc"] = c["malignancy"]["auc"]
+        else:
+            out["classifier_malignancy_auc"] = c["auc"]
+    f = rep.get("frame")
+    if f:
+        out["frame_ap50"] = f["ap50"]
+        out["frame_recall_at_fp_budget"] = {k: v["recall"]
+                                            for k, v in f["operating_point"]["recall"].items()}
+        out["frame_dice_mean"] = f["dice_mean"]
+        if "steatosis_frame_accuracy" in f:
+            out["steatosis_frame_accuracy"] = f["steatosis_frame_accuracy"]
+    if "kfold" in rep:
+        out["kfold_finetuned_auc"] = rep["kfold"]["finetuned"]["auc"]
+        out["kfold_synthetic_only_auc"] = rep["kfold"]["synthetic_only"]["auc"]
+    return out

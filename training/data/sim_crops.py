@@ -250,6 +250,9 @@ class CropSampling:
         jitter_scale_ln: box scale jitter, standard deviation of ln(scale).
         jitters_per_lesion: crops per visible lesion per sampled frame.
         min_box_px: lesions whose box is smaller (either side) are skipped.
+        min_visible_fraction: lesions cut near their pole (cross-section area below this
+            fraction of the equatorial area) are skipped: the plane then shows mostly the
+            rim, and the class's signs are not visible.
         negatives_per_frame: hard-negative crops per sampled frame.
         negative_side_mm: (lo, hi) side of plain-liver negative boxes in mm.
         skip_quality: frame quality labels whose frames are not used.
@@ -259,12 +262,14 @@ class CropSampling:
     jitter_scale_ln: float = 0.12
     jitters_per_lesion: int = 2
     min_box_px: int = 5
+    min_visible_fraction: float = 0.15
     negatives_per_frame: int = 1
     negative_side_mm: tuple[float, float] = (5.0, 35.0)
     skip_quality: tuple[str, ...] = ("black", "no_contact")
 
 
-def _jitter(rng: np.random.Generator, box: Sequence[float], s: CropSampling) -> list[float]:
+def jitter_box(rng: np.random.Generator, box: Sequence[float], s: CropSampling) -> list[float]:
+    """A detector-like perturbation of a box: centre shift and log-normal scale (pixels)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     w, h = x1 - x0, y1 - y0
     side = max(w, h)
@@ -371,12 +376,14 @@ def crops_from_clip(seed: int, n_frames: int, frame_stride: int, spec: CropSpec,
             x0, y0, x1, y1 = les["xyxy_px"]
             if min(x1 - x0, y1 - y0) < sampling.min_box_px:
                 continue
+            if float(les.get("visible_fraction", 1.0)) < sampling.min_visible_fraction:
+                continue
             full = by_id[int(les["lesion_id"])]
             cls = str(full["class"])
             feats = lesion_features(cls, str(full.get("subtype", "")),
                                     levels.get(int(les["lesion_id"])))
             for _ in range(sampling.jitters_per_lesion):
-                box = _jitter(rng, les["xyxy_px"], sampling)
+                box = jitter_box(rng, les["xyxy_px"], sampling)
                 add(crop_box(f.image, box, spec), cls, SIM_CLASS_TO_TYPE[cls],
                     bool(full["malignant"]), feats, float(les.get("diameter_mm", np.nan)),
                     f.frame_index)
