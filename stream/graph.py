@@ -311,6 +311,7 @@ class Supervisor:
         transport.secure_server(ctl, self.keys)
         transport.bind(ctl, self.specs[0].control_endpoint)
         workers = {s.name: _Worker(s, self.mode, ctx) for s in self.specs}
+        self.workers = workers  # for observers (tests, live status); read-only outside run()
         sink = self.specs[-1].name
         captures = [s.name for s in self.specs if s.key is None]
         events: list[str] = []

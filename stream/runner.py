@@ -184,6 +184,8 @@ class StageRunner(_Base):
             self.close_sockets()
             return 2
         accepts = getattr(stage, "accepts", ("frame",))
+        # sinks see every frame record, including failed and header-only dropped ones
+        all_frames = bool(getattr(stage, "wants_all_frames", False))
         inp = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=self.spec.hwm,
                                   rcvhwm=self.spec.hwm)
         transport.secure_server(inp, self.keys)
@@ -228,7 +230,7 @@ class StageRunner(_Base):
                             log.warning("%s: stream %s seq gap %d -> %d (%d frame(s) lost)",
                                         self.spec.name, h.stream_id, prev, h.seq, h.seq - prev - 1)
                         last_seq[h.stream_id] = max(h.seq, prev if prev is not None else -1)
-                        if h.status == "failed" or "image" not in p.arrays:
+                        if (h.status == "failed" or "image" not in p.arrays) and not all_frames:
                             self.send(p)  # accounted upstream; nothing to process
                             continue
                         consecutive = self._process(stage, p, consecutive)

@@ -28,6 +28,10 @@ class Stage:
     key: ClassVar[str] = ""
     #: config keys this stage accepts, with defaults; unknown keys are an error, never ignored.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: packet kinds passed to ``process`` (others are forwarded untouched)
+    accepts: ClassVar[tuple[str, ...]] = ("frame",)
+    #: also pass failed and header-only (dropped) frames to ``process`` (sinks, accounting)
+    wants_all_frames: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})

@@ -105,6 +105,7 @@ class OutputSink(Stage):
 
     key = "sink"
     accepts = ("frame", "lesion", "case", "error")
+    wants_all_frames = True
     defaults = {"out_dir": "", "per_stream_dirs": False, "video": True, "fps": 0.0,
                 "latency_skip_head": 0, "video_crf": 23}
 

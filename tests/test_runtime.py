@@ -1,0 +1,207 @@
+"""The stage runtime over real ZeroMQ sockets: edge policies, start order, error policy,
+restarts, watchdog, shutdown with a dead peer, and the three execution modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from sonoflow.stream.graph import StageDecl, Supervisor, load_pipeline
+from sonoflow.stream.replay import prepare
+from sonoflow.stream.runner import CaptureRunner, RunnerSpec, StageRunner
+
+pytestmark = pytest.mark.integration
+
+
+def _pipe(out: Path, *stages: tuple[str, str, dict]):
+    pipe = load_pipeline("relay")
+    for i, (name, key, cfg) in enumerate(stages):
+        pipe.stages.insert(i, StageDecl(name, key, cfg))
+    return prepare(pipe, out, {"sink": {"video": False}})
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes", "tcp"])
+def test_block_policy_is_lossless_and_ordered_under_a_slow_consumer(tmp_path, mode):
+    pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 3}))
+    res = Supervisor(pipe, ["pattern:frames=60,width=320,height=240"], mode=mode).run()
+    assert res.ok, res.error
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(60))
+    assert [r["frame_index"] for r in recs] == list(range(60))
+    assert all(r["status"] == "analysed" for r in recs)
+    lat = json.loads((tmp_path / "latency.json").read_text())
+    assert lat["frames"] == {"total": 60, "analysed": 60, "rejected": 0, "dropped": 0,
+                             "failed": 0}
+    assert lat["stages_ms"]["slow"]["p50"] >= 3.0
+    assert lat["e2e_ms"]["count"] == 60
+
+
+def test_latest_policy_bounds_frame_age_and_counts_every_drop(tmp_path):
+    # 100 fps source into a 25 ms stage: most frames must be skipped, none unaccounted for.
+    pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 25}))
+    sup = Supervisor(pipe, ["pattern:frames=120,fps=100,width=320,height=240"],
+                     policy="latest", pacing="realtime")
+    res = sup.run()
+    assert res.ok, res.error
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(120)), "every frame accounted for, in order"
+    dropped = [r for r in recs if r["status"] == "dropped"]
+    analysed = [r for r in recs if r["status"] == "analysed"]
+    assert len(dropped) > 40 and len(analysed) > 10
+    assert len(dropped) == sum(st["drops"] for st in res.stages.values())
+    assert all("latest" in r["reason"] for r in dropped)
+    # frame age stays bounded: a few frame periods, not a growing backlog
+    e2e = sorted(r["latency_ms"]["e2e"] for r in analysed)
+    assert e2e[-1] < 150, e2e[-5:]
+
+
+def test_block_policy_same_load_loses_nothing_and_age_grows(tmp_path):
+    pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 25}))
+    res = Supervisor(pipe, ["pattern:frames=40,fps=100,width=320,height=240"],
+                     pacing="realtime").run()
+    assert res.ok
+    recs = _records(tmp_path)
+    assert all(r["status"] == "analysed" for r in recs) and len(recs) == 40
+    e2e = [r["latency_ms"]["e2e"] for r in recs]
+    assert e2e[-1] > e2e[0] + 100, "backpressure: a lossless edge queues, so age grows"
+
+
+def test_stage_errors_are_counted_emitted_and_the_stream_goes_on(tmp_path):
+    pipe = _pipe(tmp_path, ("flaky", "passthrough", {"fail_every": 10}))
+    res = Supervisor(pipe, ["pattern:frames=50,width=64,height=64"]).run()
+    assert res.ok, res.error
+    recs = _records(tmp_path)
+    failed = [r["seq"] for r in recs if r["status"] == "failed"]
+    assert failed == [0, 10, 20, 30, 40]
+    assert all("injected failure" in r["error"] for r in recs if r["status"] == "failed")
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    errors = [e for e in events if e["kind"] == "error"]
+    assert [(e["seq"], e["stage"]) for e in errors] == [(s, "flaky") for s in failed]
+    assert res.stages["flaky"]["errors"] == 5
+
+
+def test_consecutive_errors_stop_a_stage_with_a_clear_message(tmp_path):
+    pipe = _pipe(tmp_path, ("broken", "passthrough", {"fail_every": 1}))
+    pipe.stages[0].config = dict(pipe.stages[0].config)
+    res = Supervisor(pipe, ["pattern:frames=200,width=64,height=64"], max_restarts=0).run()
+    assert not res.ok
+    assert "consecutive errors" in " ".join(res.events)
+
+
+def test_open_failure_is_fatal_and_named(tmp_path):
+    pipe = _pipe(tmp_path, ("bad", "passthrough", {"no_such_option": 1}))
+    t0 = time.monotonic()
+    res = Supervisor(pipe, ["pattern:frames=10"]).run()
+    assert not res.ok
+    assert "bad" in res.error and "no_such_option" in res.error
+    assert time.monotonic() - t0 < 5
+
+
+def test_killed_stage_is_restarted_and_the_gap_is_reported(tmp_path):
+    pipe = _pipe(tmp_path, ("crashy", "passthrough", {"exit_at_seq": 30, "sleep_ms": 2}))
+    res = Supervisor(pipe, ["pattern:frames=100,width=160,height=120"], mode="processes").run()
+    assert res.ok, (res.error, res.events)
+    assert res.restarts == {"crashy": 1}
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(100)), "every seq accounted for"
+    lost = [r for r in recs if r["status"] == "dropped"]
+    assert lost and all("seq gap" in r["reason"] for r in lost)
+    assert 30 in [r["seq"] for r in lost]
+    assert sum(r["status"] == "analysed" for r in recs) == 100 - len(lost)
+
+
+def test_hung_stage_is_caught_by_the_watchdog_and_restarted(tmp_path):
+    pipe = _pipe(tmp_path, ("hangs", "passthrough", {"hang_at_seq": 20}))
+    res = Supervisor(pipe, ["pattern:frames=60,width=64,height=64"], mode="processes",
+                     watchdog_s=2.0).run()
+    assert res.ok, (res.error, res.events)
+    assert any("no heartbeat" in e for e in res.events)
+    assert res.restarts == {"hangs": 1}
+    recs = _records(tmp_path)
+    assert len(recs) == 60 and recs[20]["status"] == "dropped"
+
+
+def test_shutdown_is_fast_with_a_dead_peer(tmp_path):
+    pipe = _pipe(tmp_path, ("victim", "passthrough", {"sleep_ms": 5}))
+    sup = Supervisor(pipe, ["pattern:frames=100000,width=64,height=64"], mode="processes",
+                     max_restarts=0)
+    killed_at = {}
+
+    def killer():
+        while not hasattr(sup, "workers") or not sup.workers["sink"].ready:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.kill(sup.workers["victim"].pid, 9)
+        killed_at["t"] = time.monotonic()
+
+    threading.Thread(target=killer, daemon=True).start()
+    res = sup.run()
+    ended = time.monotonic()
+    assert not res.ok and "victim" in res.error
+    assert ended - killed_at["t"] < 2.0, f"shutdown took {ended - killed_at['t']:.2f} s"
+    assert all(not w.alive() for w in sup.workers.values())
+
+
+def test_stages_start_in_any_order_without_losing_frames(tmp_path):
+    """A capture sends before its consumer exists: the connecting PUSH queues, nothing lost."""
+    ctx = zmq.Context()
+    ctl = ctx.socket(zmq.ROUTER)
+    ctl.bind("inproc://ctl-order")
+    out_dir = tmp_path / "o"
+    cap = RunnerSpec(name="capture-a", key=None, output_endpoint="inproc://in-sink-order",
+                     control_endpoint="inproc://ctl-order", source="pattern:frames=20,width=32,"
+                     "height=32", stream_id="a", hwm=64)
+    sink = RunnerSpec(name="sink", key="sink", config={"out_dir": str(out_dir), "video": False},
+                      input_endpoint="inproc://in-sink-order", control_endpoint="inproc://ctl-order",
+                      hwm=64)
+    t_cap = threading.Thread(target=lambda: CaptureRunner(cap, ctx).run())
+    t_cap.start()
+    dec = msgspec.msgpack.Decoder()
+    ident, raw = ctl.recv_multipart()
+    assert dec.decode(raw)["t"] == "ready" and ident == b"capture-a"
+    ctl.send_multipart([b"capture-a", msgspec.msgpack.encode({"t": "start"})])
+    time.sleep(0.5)  # the capture has sent everything before the sink binds
+    t_sink = threading.Thread(target=lambda: StageRunner(sink, ctx).run())
+    t_sink.start()
+    t_cap.join(10)
+    t_sink.join(10)
+    recs = _records(out_dir)
+    assert [r["seq"] for r in recs] == list(range(20))
+    ctl.close(linger=0)
+    ctx.term()
+
+
+def test_several_streams_fan_into_one_pipeline(tmp_path):
+    pipe = _pipe(tmp_path, ("work", "passthrough", {}))
+    pipe.stage("sink").config["per_stream_dirs"] = True
+    res = Supervisor(pipe, ["pattern:frames=30,width=64,height=64",
+                            "pattern:frames=20,width=64,height=64,seed=1"],
+                     stream_ids=["a", "b"]).run()
+    assert res.ok, res.error
+    assert [r["seq"] for r in _records(tmp_path / "a")] == list(range(30))
+    assert [r["seq"] for r in _records(tmp_path / "b")] == list(range(20))
+
+
+def test_pipeline_file_errors_are_clear(tmp_path):
+    from sonoflow.stream.errors import ConfigError
+
+    f = tmp_path / "p.toml"
+    f.write_text('[[stage]]\nkey = "sink"\n[edges]\npolicy = "conflate"\n')
+    with pytest.raises(ConfigError, match="conflate"):
+        load_pipeline(str(f))
+    with pytest.raises(ConfigError, match="unknown pipeline 'nope'"):
+        load_pipeline("nope")
+    f.write_text("[[stage]]\nname = 1\n")
+    with pytest.raises(ConfigError, match="no `key`"):
+        load_pipeline(str(f))
