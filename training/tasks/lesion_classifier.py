@@ -272,8 +272,20 @@ def build_model(cfg: dict[str, Any]):
     return LesionClassifier(tuple(cfg["model"]["widths"]), float(cfg["model"]["dropout"]))
 
 
+def arch_entry(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``{"name", "kwargs"}`` for ``sonoflow.models.runtime.torch_backend`` to rebuild the net."""
+    return {"name": "lesion_classifier",
+            "kwargs": {"widths": [int(w) for w in cfg["model"]["widths"]],
+                       "dropout": float(cfg["model"]["dropout"])}}
+
+
 def save_checkpoint(path: Path, **state: Any) -> None:
-    """Write a versioned checkpoint dict atomically (write then rename)."""
+    """Write a versioned checkpoint dict atomically (write then rename).
+
+    The dict carries ``format`` (:data:`CKPT_FORMAT`), ``task``, and whatever is passed
+    (``model`` state dict, ``optimizer``, ``scheduler``, ``epoch``, ``config``, ``arch``, ...);
+    only plain types and tensors, so it loads with ``weights_only=True``.
+    """
     import torch
 
     tmp = path.with_suffix(".tmp")
@@ -291,7 +303,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as e:
         raise ConfigError(f"{path}: cannot read checkpoint ({e})") from e
     if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT or ck.get("task") != TASK:
@@ -409,6 +421,7 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False,
         state = dict(model=model.state_dict(), optimizer=opt.state_dict(),
                      scheduler=sched.state_dict(), generator=gen.get_state(),
                      torch_rng=torch.get_rng_state(), epoch=epoch, config=cfg,
+                     arch=arch_entry(cfg),
                      config_hash=chash, normalisation=norm, history=history)
         if val_acc > best_acc:
             best_acc = val_acc
@@ -485,28 +498,13 @@ def make_card(cfg: dict[str, Any], precision: str, norm: dict[str, float], param
                          "docs/evaluation.md"})
 
 
-def _embed_and_sidecar(onnx_path: Path, card) -> Path:
-    """Embed ``card`` in the ONNX metadata_props, then write the sidecar with the file's sha256."""
-    import onnx
-
-    from sonoflow.models.card import CARD_KEY, file_sha256, sidecar_path
-
-    model = onnx.load(str(onnx_path))
-    card.sha256 = ""
-    kept = [p for p in model.metadata_props if p.key != CARD_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CARD_KEY, card.to_json(indent=None)
-    onnx.save(model, str(onnx_path))
-    card.sha256 = file_sha256(onnx_path)
-    card.save(sidecar_path(onnx_path))
-    return onnx_path
-
-
 def export_fp32(model, cfg: dict[str, Any], norm: dict[str, float], out_dir: str | Path,
                 metrics: dict[str, Any]) -> Path:
-    """Export ``<id>-fp32.onnx`` (dynamic batch, opset 17) with its card embedded + sidecar."""
+    """Export ``<id>-fp32.onnx`` (dynamic batch, opset 17) with its card embedded + sidecar
+    (through the shared :func:`sonoflow.training.export.embed_card`)."""
+    import warnings
+
+    import onnx
     import torch
 
     from sonoflow.models.arch.lesion_classifier import (
@@ -515,52 +513,51 @@ def export_fp32(model, cfg: dict[str, Any], norm: dict[str, float], out_dir: str
         count_gflops,
         count_params,
     )
+    from sonoflow.training.export import embed_card
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{cfg['model']['id']}-fp32.onnx"
     size = crop_spec(cfg).size_px
     model.eval()
-    torch.onnx.export(model, (torch.zeros(1, 1, size, size),), str(path),
-                      input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                      dynamic_axes={INPUT_NAME: {0: "n"}, **{k: {0: "n"} for k in OUTPUT_NAMES}},
-                      opset_version=17, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.zeros(1, 1, size, size),), str(path),
+                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes={INPUT_NAME: {0: "n"},
+                                        **{k: {0: "n"} for k in OUTPUT_NAMES}},
+                          opset_version=17, dynamo=False)
+    onnx.checker.check_model(str(path))
     card = make_card(cfg, "fp32", norm, count_params(model), count_gflops(model, size), metrics)
-    return _embed_and_sidecar(path, card)
+    embed_card(path, card)
+    return path
 
 
 def export_int8(fp32_path: Path, calib_crops_u8: np.ndarray, norm: dict[str, float],
-                metrics: dict[str, Any]) -> Path:
-    """Static INT8 QDQ quantization of an fp32 artifact (per-channel weights, reduce_range,
-    calibrated with MinMax on ``calib_crops_u8``), card copied with precision int8."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+                metrics: dict[str, Any], reduce_range: bool = True,
+                out_path: Path | None = None) -> Path:
+    """Static INT8 QDQ quantization of an fp32 artifact through the shared
+    :func:`sonoflow.training.quantize.quantize_int8` (per-channel int8 weights, uint8
+    activations, MinMax calibration on ``calib_crops_u8``); card copied with precision int8.
 
+    Args:
+        fp32_path: the fp32 artifact.
+        calib_crops_u8: (N, S, S) uint8 training crops.
+        norm: the card's normalisation.
+        metrics: held-out metrics for the int8 card.
+        reduce_range: 7-bit weights (AVX2 without VNNI can saturate u8 x s8 at 8 bits).
+        out_path: destination; default ``<id>-int8.onnx`` beside ``fp32_path``.
+    """
     from sonoflow.models.card import read_card
+    from sonoflow.training.quantize import quantize_int8
 
     card = read_card(fp32_path)
-    name = card.input.name
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            x = calib_crops_u8.astype(np.float32)[:, None] * np.float32(norm["scale"])
-            x = (x - np.float32(norm["mean"])) / np.float32(norm["std"])
-            self._it = iter([{name: x[i:i + 32]} for i in range(0, len(x), 32)])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    out = fp32_path.with_name(f"{card.id}-int8.onnx")
-    quantize_static(str(fp32_path), str(out), _Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    card.precision = "int8"
+    x = calib_crops_u8.astype(np.float32)[:, None] * np.float32(norm["scale"])
+    x = ((x - np.float32(norm["mean"])) / np.float32(norm["std"])).astype(np.float32)
+    out = out_path or fp32_path.with_name(f"{card.id}-int8.onnx")
     card.metrics = metrics
-    return _embed_and_sidecar(out, card)
+    quantize_int8(fp32_path, out, card, x, per_channel=True, reduce_range=reduce_range)
+    return out
 
 
 # ------------------------------------------------------------------- real-data k-fold -----
