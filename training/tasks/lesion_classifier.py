@@ -442,8 +442,9 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False,
 
 def run(config_path: str | Path, out_dir: str | Path, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
-    """Entry point used by ``sonoflow train lesion-classifier``: train, then evaluate the best
-    checkpoint on the held-out seeds (``heldout.json``)."""
+    """Entry point used by ``sonoflow train lesion-classifier``: train, evaluate the best
+    checkpoint on the held-out seeds (``heldout.json``), then export fp32 + INT8 ONNX with
+    their measured metrics into ``out_dir/export`` (:func:`ship`)."""
     config_path = Path(config_path)
     cfg = load_config(config_path)
     summary = train(cfg, out_dir, resume, progress, config_path.read_text())
@@ -459,6 +460,8 @@ def run(config_path: str | Path, out_dir: str | Path, resume: bool = False,
                             test_set.size_mm)
     write_json(Path(out_dir) / "heldout.json", {"backend": "torch", **rep})
     summary["heldout_type_accuracy"] = rep["type"]["accuracy"]
+    exported = ship(out_dir, progress=progress)
+    summary["export"] = {"artifacts": exported["artifacts"], **exported["int8_vs_fp32"]}
     return summary
 
 
@@ -686,3 +689,119 @@ def kfold_real(cfg: dict[str, Any], checkpoint: str | Path, real_root: str | Pat
                 "loss only); synthetic-only = the shipped classifier's malignancy head, no "
                 "real data. 18 images: the intervals are wide by construction.",
     }
+
+
+# --------------------------------------------------------------------------------- ship -----
+
+
+def latency_ms(rt, crops_u8: np.ndarray, batch: int = 1, repeats: int = 300,
+               warmup: int = 20) -> dict[str, float]:
+    """Wall-clock latency of ``rt.run`` on ``batch`` crops (ms): p50, p99, mean."""
+    from sonoflow.models.preprocess import normalise
+
+    x = normalise(crops_u8[:batch], rt.card.input)
+    name = rt.card.input.name
+    for _ in range(warmup):
+        rt.run({name: x})
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        rt.run({name: x})
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    a = np.asarray(times)
+    return {"batch": batch, "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+            "mean": float(a.mean()), "repeats": repeats}
+
+
+def _headline(rep: dict[str, Any]) -> dict[str, Any]:
+    """The held-out numbers that go into a card (the full report stays in the run folder)."""
+    return {
+        "heldout_crops": rep["n"],
+        "type_accuracy": round(rep["type"]["accuracy"], 4),
+        "type_accuracy_by_size": {k: {"accuracy": None if math.isnan(v["accuracy"])
+                                      else round(v["accuracy"], 4), "n": v["n"]}
+                                  for k, v in rep["type"]["accuracy_by_size"].items()},
+        "type_recall": {k: round(v["recall"], 4) for k, v in rep["type"]["per_class"].items()
+                        if not math.isnan(v["recall"])},
+        "malignancy_auc": rep["malignancy"]["auc"],
+        "feature_auc": {k: None if v["auc"] is None else round(v["auc"], 4)
+                        for k, v in rep["features"].items()},
+    }
+
+
+def ship(run_dir: str | Path, out_dir: str | Path | None = None, calibration_crops: int = 512,
+         progress: bool = True) -> dict[str, Any]:
+    """Export the run's best checkpoint as fp32 and INT8 ONNX with measured held-out metrics.
+
+    Both artifacts are evaluated through ONNX Runtime (CPU, 1 thread) on the held-out crops
+    and timed side by side in this one process; each card carries its own held-out metrics,
+    the INT8 accuracy cost, both latencies and ``extra.recommended_precision`` (INT8 only
+    when it is faster *and* costs <= ``export.int8_max_accuracy_drop``).
+
+    Args:
+        run_dir: a training run folder (``config.toml``, ``best.pt``).
+        out_dir: where the artifacts go (default ``run_dir/export``); copy them into
+            ``models/weights/`` to ship.
+        calibration_crops: training crops used for INT8 calibration.
+        progress: tqdm bars (crop cache).
+
+    Returns:
+        The export report (also ``out_dir/export.json``).
+    """
+    from sonoflow.models import runtime
+    from sonoflow.models.card import read_card
+    from sonoflow.training.evaluate import classifier_report, predict_crops, write_json
+    from sonoflow.training.export import embed_card
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.toml")
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    ck = load_checkpoint(run_dir / "best.pt")
+    norm = ck["normalisation"]
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    test_set = build_cropset(cfg, "test", progress)
+    train_set = build_cropset(cfg, "train", progress)
+    rng = np.random.default_rng(int(cfg["train"]["seed"]))
+    calib = train_set.crops[rng.choice(len(train_set), min(calibration_crops, len(train_set)),
+                                       replace=False)]
+    fp32 = export_fp32(model, cfg, norm, out, {})
+    reduce_range = bool(cfg.get("export", {}).get("int8_reduce_range", True))
+    int8 = export_int8(fp32, calib, norm, {}, reduce_range=reduce_range)
+
+    reports, speed = {}, {}
+    for prec, path in (("fp32", fp32), ("int8", int8)):
+        with runtime.load(path, "ort-cpu", prec, threads=1) as rt:
+            probs = predict_crops(rt, test_set.crops)
+            reports[prec] = classifier_report(probs["type_probs"], probs["malignancy"],
+                                              probs["feature_probs"], test_set.type_idx,
+                                              test_set.malignant, test_set.features,
+                                              test_set.size_mm)
+            speed[prec] = {"batch1": latency_ms(rt, test_set.crops, 1),
+                           "batch8": latency_ms(rt, test_set.crops, 8, repeats=150)}
+    drop = reports["fp32"]["type"]["accuracy"] - reports["int8"]["type"]["accuracy"]
+    max_drop = float(cfg.get("export", {}).get("int8_max_accuracy_drop", 0.01))
+    faster = speed["int8"]["batch1"]["p50"] < speed["fp32"]["batch1"]["p50"]
+    recommended = "int8" if (faster and drop <= max_drop) else "fp32"
+    comparison = {"type_accuracy_drop": round(drop, 4), "max_drop": max_drop,
+                  "int8_faster": faster,
+                  "speedup_batch1_p50": round(speed["fp32"]["batch1"]["p50"]
+                                              / speed["int8"]["batch1"]["p50"], 3),
+                  "recommended_precision": recommended,
+                  "int8_reduce_range": reduce_range,
+                  "measured": "ONNX Runtime CPU, 1 thread, one process, same held-out crops"}
+    for prec, path in (("fp32", fp32), ("int8", int8)):
+        card = read_card(path)
+        card.metrics = {**_headline(reports[prec]),
+                        "latency_ms_ort_cpu_1thread": speed[prec],
+                        "int8_vs_fp32": comparison,
+                        "heldout_seeds": cfg["data"]["test_seeds"],
+                        "note": "synthetic held-out crops at ground-truth boxes; not clinical"}
+        card.extra = {**card.extra, "recommended_precision": recommended}
+        embed_card(path, card)
+    report = {"fp32": reports["fp32"], "int8": reports["int8"], "latency_ms": speed,
+              "int8_vs_fp32": comparison, "artifacts": [str(fp32), str(int8)],
+              "checkpoint_epoch": int(ck["epoch"]) + 1, "config_hash": config_hash(cfg)}
+    write_json(out / "export.json", report)
+    return report
