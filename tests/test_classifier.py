@@ -163,3 +163,32 @@ def test_export_onnx_card_and_runtime(tmp_path):
         qout = predict_crops(rt, crops)
     assert qout["type_probs"].shape == (5, 5)
     np.testing.assert_allclose(qout["type_probs"].sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_resume_and_ship_smoke(tmp_path, monkeypatch):
+    """A few simulator clips end to end: crops, one epoch, resume, held-out, fp32 + INT8."""
+    import json
+
+    monkeypatch.chdir(tmp_path)  # the smoke config caches crops under runs/ (relative)
+    cfg_path = CONFIGS / "lesion_classifier_smoke.toml"
+    summary = task.run(cfg_path, tmp_path / "run", progress=False)
+    assert summary["epochs_run"] == 1 and summary["n_train"] > 0
+    assert (tmp_path / "run" / "config.toml").read_text() == cfg_path.read_text()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["epoch"] == 1 and 0.0 <= rows[0]["val_type_accuracy"] <= 1.0
+    heldout = json.loads((tmp_path / "run" / "heldout.json").read_text())
+    assert heldout["n"] > 0 and len(heldout["type"]["confusion_matrix"]) == 5
+    exported = json.loads((tmp_path / "run" / "export" / "export.json").read_text())
+    assert exported["int8_vs_fp32"]["recommended_precision"] in ("fp32", "int8")
+    from sonoflow.models.card import read_card
+
+    card = read_card(tmp_path / "run" / "export" / "lesion-cls-smoke-int8.onnx")
+    assert card.metrics["heldout_crops"] == heldout["n"]
+    # resume: the finished run has nothing left; a config change is refused
+    cfg = task.load_config(cfg_path)
+    again = task.train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert again["epochs_run"] == 1
+    cfg["train"]["lr"] = 0.1
+    with pytest.raises(ConfigError, match="config hash"):
+        task.train(cfg, tmp_path / "run", resume=True, progress=False)

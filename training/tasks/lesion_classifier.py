@@ -407,7 +407,7 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False,
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             bar.set_postfix(loss=f"{loss_sum / (step + 1):.3f}", val_acc=f"{best_acc:.3f}")
         probs = torch_predict(model, val_set.crops, norm)
         val_acc = float(np.mean(probs["type_probs"].argmax(1) == val_set.type_idx))
