@@ -202,6 +202,10 @@ def _spine_marks(labels: np.ndarray, stat: np.ndarray, lab: int
 
 def _fit_column(ys: np.ndarray, areas: np.ndarray, xs: np.ndarray,
                 sector_y: tuple[int, int], p: RulerParams) -> tuple[RulerResult | None, str]:
+    # marks of one ruler are alike: major marks are at most ~4.5x the minor ones, while a
+    # text glyph that happens to share the column is several times larger
+    alike = areas <= 5.0 * np.median(areas)
+    ys, areas, xs = ys[alike], areas[alike], xs[alike]
     order = np.argsort(ys)
     ys, areas, xs = ys[order], areas[order], xs[order]
     diffs = np.diff(ys)
@@ -224,6 +228,18 @@ def _fit_column(ys: np.ndarray, areas: np.ndarray, xs: np.ndarray,
         pitch, offset = np.polyfit(k, ys_in, 1)
         pitch = float(pitch)
     k = np.round((ys_in - offset) / pitch).astype(int)
+    # keep the longest run of slots with at most two missing marks between neighbours: a
+    # stray blob (a text glyph) sitting on the grid a few slots away is not part of it
+    order = np.argsort(k)
+    k, ys_in, areas_in, xs_in = k[order], ys_in[order], areas_in[order], xs_in[order]
+    breaks = np.nonzero(np.diff(k) > 3)[0]
+    starts = np.r_[0, breaks + 1]
+    ends = np.r_[breaks + 1, len(k)]
+    longest = int(np.argmax(ends - starts))
+    run = slice(starts[longest], ends[longest])
+    k, ys_in, areas_in, xs_in = k[run], ys_in[run], areas_in[run], xs_in[run]
+    if len(np.unique(k)) >= 2:
+        pitch, offset = (float(v) for v in np.polyfit(k, ys_in, 1))
     resid = ys_in - (offset + k * pitch)
     n_slots = int(k.max() - k.min() + 1)
     if len(ys_in) < p.min_ticks or len(ys_in) < 0.7 * n_slots:

@@ -37,6 +37,8 @@ class SectorParams:
         phased_ratio: inner/outer radius below which a fan is "phased" (no probe arc).
         linear_slope: |dx/dy| of both side edges below which the sector is a rectangle.
         min_fit_iou: the model replaces the blob's hull only when they agree this well.
+        flat_std_grey: working pixels whose 5x5 neighbourhood varies less than this (grey
+            levels, standard deviation) are flat UI, not speckle.
     """
 
     work_px: int = 320
@@ -48,6 +50,7 @@ class SectorParams:
     phased_ratio: float = 0.12
     linear_slope: float = 0.06
     min_fit_iou: float = 0.85
+    flat_std_grey: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,13 @@ def detect_sector(gray: np.ndarray, params: SectorParams | None = None) -> Secto
     hs, ws = h // f, w // f
     small = cv2.resize(gray, (ws, hs), interpolation=cv2.INTER_AREA)
     bg = background_level(small)
+    # flat panels (status bars, buttons, grey borders) are bright but have no speckle
+    sf = small.astype(np.float32)
+    var = cv2.blur(sf * sf, (5, 5)) - cv2.blur(sf, (5, 5)) ** 2
+    textured = var > p.flat_std_grey ** 2
     found: list[_Model] = []
     for thr in (p.threshold_grey, 2.5 * p.threshold_grey):
-        model = _best_blob_model(small, bg + thr, p)
+        model = _best_blob_model(small, bg + thr, textured, p)
         if model is not None:
             found.append(model)
     if not found:
@@ -226,9 +233,10 @@ def _draw_fan(mask: np.ndarray, apex: tuple[float, float], radii: tuple[float, f
         cv2.circle(mask, c, ri, 0, -1, cv2.LINE_8, _SHIFT)
 
 
-def _best_blob_model(small: np.ndarray, level: float, p: SectorParams) -> _Model | None:
+def _best_blob_model(small: np.ndarray, level: float, textured: np.ndarray, p: SectorParams
+                     ) -> _Model | None:
     hs, ws = small.shape
-    on = (small > level).astype(np.uint8)
+    on = ((small > level) & textured).astype(np.uint8)
     k_open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (p.open_px, p.open_px))
     k_close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (p.close_px, p.close_px))
     on = cv2.morphologyEx(on, cv2.MORPH_OPEN, k_open)
@@ -299,13 +307,31 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int) -> _Model | 
     ax = al * ay + bl
     ys, xs = np.nonzero(blob)
     r = np.hypot(xs - ax, ys - ay)
-    # whole working pixels: the blob's outer boundary lies half a pixel beyond the centres
-    r_out = float(np.percentile(r, 99.5)) + 0.5
-    r_in = float(np.percentile(r, 0.5)) - 0.5
+    # Radii per scan-line bin: the inner arc is the median of the bins' nearest pixels (a
+    # UI mark stuck to one line cannot move it); the outer arc the 80th percentile of the
+    # bins' farthest pixels (deep lines darkened by attenuation or shadows cannot pull it
+    # in). Whole working pixels: the boundary lies half a pixel beyond the centres.
+    ang = np.arctan2(xs - ax, ys - ay)
+    lo, hi = math.atan(al), math.atan(ar)
+    n_bins = 64
+    b = np.clip(((ang - lo) / max(hi - lo, 1e-6) * n_bins).astype(np.intp), 0, n_bins - 1)
+    r_min = np.full(n_bins, np.inf)
+    r_max = np.full(n_bins, -np.inf)
+    np.minimum.at(r_min, b, r)
+    np.maximum.at(r_max, b, r)
+    central = r_min[n_bins // 4:3 * n_bins // 4]
+    central = central[np.isfinite(central)]
+    filled = r_max[np.isfinite(r_max)]
+    if central.size == 0 or filled.size == 0:
+        return None
+    r_out = float(np.percentile(filled, 80)) + 0.5
+    r_in = float(np.median(central)) - 0.5
     if r_out <= 0 or r_in >= r_out:
         return None
     kind = "phased" if r_in < p.phased_ratio * r_out else "convex"
-    r_in = max(r_in, 0.0) if kind == "convex" else 0.0
+    # keep the measured top arc for both kinds: a phased fan's wedge above its first
+    # sample is screen, not image (IDs are often printed right there)
+    r_in = max(r_in, 0.0)
     # the hull's edge runs through boundary pixel centres: widen by half a pixel
     half = 0.5 / max(r_out, 1.0)
     angles = (math.atan(al) - half, math.atan(ar) + half)
