@@ -82,6 +82,7 @@ class ClipRenderer:
         self._no_ui = np.zeros_like(self.ui.mask)
         self.sector_mask = self.scan.sector_mask
         self.sector_mask.setflags(write=False)
+        self._sector_u8 = np.where(self.sector_mask, np.uint8(255), np.uint8(0))
 
     def events_at(self, i: int) -> FrameEvents:
         if self._block_len == 0:
@@ -128,6 +129,7 @@ class ClipRenderer:
             grey = grey * np.float32(1.0 - pers) + self._prev_grey * np.float32(pers)
         self._prev_grey = grey
         img = (grey * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+        img &= self._sector_u8  # the smoothing must not bleed outside the true sector
         if case.ui:
             self.ui.apply(img)
         lesions = lesion_entries(r.ids, case, pose.yp_mm, self.mm_per_px, r.lesions_drawn)

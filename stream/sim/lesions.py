@@ -165,6 +165,8 @@ def sample_lesions(seed: int, probe, wall, liver, anatomy, motion,
         phases = tuple(float(rng.uniform(0, 2 * math.pi)) for _ in range(n_h))
         sub, levels, seeds = _levels(cls, d, liver.steatosis_grade, rng)
         ang = float(rng.uniform(-math.pi / 2, math.pi / 2))
+        if cls == "fat_sparing":
+            ang *= 0.25  # geographic, roughly along the capsule
         rmax = max(axes) * (1.0 + sum(eps))
         center = None
         for _ in range(60):
