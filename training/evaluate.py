@@ -293,8 +293,11 @@ def classifier_plots(rep: dict[str, Any], probs: dict[str, np.ndarray], type_idx
 # --------------------------------------------------------------------- model execution -----
 
 
-def load_model(model_id: str, precision: str, backend: str = "ort-cpu", threads: int = 1):
+def load_model(model_id: str, precision: str, backend: str = "ort-cpu", threads: int = 1,
+               search: list[str | Path] | None = None):
     """Resolve a shipped artifact and load it (through the registry and runtime, no torch).
+
+    ``search`` lists artifact folders (default: the shipped ``models/weights``).
 
     Raises:
         ModelError: not found (lists what exists) or the backend cannot run it.
@@ -302,7 +305,7 @@ def load_model(model_id: str, precision: str, backend: str = "ort-cpu", threads:
     from sonoflow.models import runtime
     from sonoflow.models.registry import resolve
 
-    path, card = resolve(model_id, precision)
+    path, card = resolve(model_id, precision, search=search)
     return runtime.load(path, backend=backend, precision=precision, threads=threads, card=card)
 
 
@@ -417,7 +420,8 @@ def frame_model_on_real(rt, items: Sequence[Any], use_sector: bool = True,
 
 def evaluate_real_folder(data: str | Path, out_dir: str | Path, classifier_id: str | None,
                          frame_id: str | None, precision: str = "fp32",
-                         backend: str = "ort-cpu", n_boot: int = 2000) -> dict[str, Any]:
+                         backend: str = "ort-cpu", n_boot: int = 2000,
+                         search: list[str | Path] | None = None) -> dict[str, Any]:
     """``sonoflow eval`` on real data: classifier malignancy AUC at the annotated boxes, and
     the frame network's detection and Dice when ``frame_id`` is given. Writes
     ``real_eval.json`` and PNGs into ``out_dir``."""
@@ -429,7 +433,7 @@ def evaluate_real_folder(data: str | Path, out_dir: str | Path, classifier_id: s
     rep: dict[str, Any] = {"data": str(data), "n_images": len(items), "precision": precision,
                            "backend": backend, "synthetic_only": True}
     if classifier_id:
-        with load_model(classifier_id, precision, backend) as rt:
+        with load_model(classifier_id, precision, backend, search=search) as rt:
             probs = classifier_on_real(rt, items)
             rep["classifier"] = {"model": classifier_id, "sha256": rt.card.sha256[:12],
                                  **malignancy_auc_report(probs["malignant"],
@@ -445,7 +449,7 @@ def evaluate_real_folder(data: str | Path, out_dir: str | Path, classifier_id: s
                              out / "real_malignancy_calibration.png",
                              "real images: malignancy calibration")
     if frame_id:
-        with load_model(frame_id, precision, backend) as rt:
+        with load_model(frame_id, precision, backend, search=search) as rt:
             rep["frame"] = {"model": frame_id, "sha256": rt.card.sha256[:12],
                             **frame_model_on_real(rt, items)}
     write_json(out / "real_eval.json", rep)
@@ -518,11 +522,13 @@ SKIP_QUALITY = ("black", "no_contact")
 
 def evaluate_sim_folder(data: str | Path, out_dir: str | Path, classifier_id: str | None,
                         frame_id: str | None, precision: str = "fp32", backend: str = "ort-cpu",
-                        max_fp_per_frame: float = 0.1, n_boot: int = 2000) -> dict[str, Any]:
+                        max_fp_per_frame: float = 0.1, n_boot: int = 2000,
+                        search: list[str | Path] | None = None) -> dict[str, Any]:
     """``sonoflow eval`` on simulator clips: frame network (AP50, recall by size at the FP
     budget, FP/frame, lesion Dice, steatosis frame accuracy) and classifier (type accuracy,
     confusion, per-class AUC with CI, malignancy AUC and calibration, features) at the
-    ground-truth boxes. Frames labelled black / no_contact are excluded (nothing to see).
+    ground-truth boxes. Frames labelled black / no_contact are excluded (nothing to see). The
+    sector is found as ``preprocess`` finds it (the truth's sector mask when detection fails).
     Writes ``eval.json`` + PNGs.
     """
     from sonoflow.training.data.sim_crops import SIM_CLASS_TO_TYPE, CropSpec, crop_box
@@ -531,8 +537,9 @@ def evaluate_sim_folder(data: str | Path, out_dir: str | Path, classifier_id: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gts = sorted(Path(data).glob("*.gt.json"))
-    frame_rt = load_model(frame_id, precision, backend) if frame_id else None
-    cls_rt = load_model(classifier_id, precision, backend) if classifier_id else None
+    frame_rt = load_model(frame_id, precision, backend, search=search) if frame_id else None
+    cls_rt = (load_model(classifier_id, precision, backend, search=search) if classifier_id
+              else None)
     det_frames, dices, steat_true, steat_pred = [], [], [], []
     crops, t_idx, mal, feats, sizes = [], [], [], [], []
     spec = None
@@ -544,7 +551,7 @@ def evaluate_sim_folder(data: str | Path, out_dir: str | Path, classifier_id: st
     try:
         for gt_path in gts:
             truth, masks = load_truth(gt_path)
-            ids = _lesion_id_masks(masks) if frame_rt is not None else None
+            ids = _lesion_id_masks(masks)
             by_frame = {int(f["frame_index"]): f for f in truth["frames"]}
             case_les = {int(c["lesion_id"]): c for c in truth["case"]["lesions"]}
             grade = int(truth["case"]["steatosis_grade"])
@@ -555,6 +562,10 @@ def evaluate_sim_folder(data: str | Path, out_dir: str | Path, classifier_id: st
                 lesions = ft.get("lesions", [])
                 if frame_rt is not None:
                     box, smask = _sector(img)
+                    if box is None:
+                        smask = masks["sector_mask"].astype(bool)
+                        ys, xs = np.nonzero(smask)
+                        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
                     boxes, scores, pmask, steat = frame_predict(frame_rt, img, box, smask)
                     gt = np.asarray([les["xyxy_px"] for les in lesions], np.float64).reshape(-1, 4)
                     size = np.asarray([les.get("diameter_mm", np.nan) for les in lesions],
