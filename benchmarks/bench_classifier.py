@@ -1,0 +1,91 @@
+"""Lesion classifier: held-out accuracy and latency of the shipped fp32 and INT8 artifacts,
+measured side by side in one process (ONNX Runtime CPU, 1 thread), plus eager torch.
+
+    .venv/bin/python benchmarks/bench_classifier.py [--config training/configs/lesion_classifier.toml]
+        [--checkpoint runs/lesion-cls-v1/best.pt] [--out benchmarks/results/classifier.json]
+
+The held-out crops come from the config's test seeds (cached under ``data.cache_dir``; rebuilt
+from the simulator when absent). Writes JSON and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="training/configs/lesion_classifier.toml")
+    ap.add_argument("--checkpoint", default="runs/lesion-cls-v1/best.pt")
+    ap.add_argument("--model", default="lesion-cls-v1")
+    ap.add_argument("--out", default="benchmarks/results/classifier.json")
+    args = ap.parse_args()
+
+    from sonoflow.models import runtime
+    from sonoflow.models.registry import resolve
+    from sonoflow.training.evaluate import classifier_report, predict_crops
+    from sonoflow.training.tasks import lesion_classifier as task
+
+    cfg = task.load_config(args.config)
+    test = task.build_cropset(cfg, "test", progress=False)
+    rows = {}
+    for prec in ("fp32", "int8"):
+        path, card = resolve(args.model, prec)
+        with runtime.load(path, "ort-cpu", prec, threads=1, card=card) as rt:
+            probs = predict_crops(rt, test.crops)
+            rep = classifier_report(probs["type_probs"], probs["malignancy"],
+                                    probs["feature_probs"], test.type_idx, test.malignant,
+                                    test.features, test.size_mm, n_boot=1000)
+            rows[f"ort-cpu {prec}"] = {
+                "type_accuracy": rep["type"]["accuracy"],
+                "malignancy_auc": rep["malignancy"]["auc"]["value"],
+                "latency_b1": task.latency_ms(rt, test.crops, 1, repeats=500),
+                "latency_b8": task.latency_ms(rt, test.crops, 8, repeats=200),
+                "sha256": card.sha256[:12]}
+    if Path(args.checkpoint).exists():
+        import torch
+
+        torch.set_num_threads(1)
+        ck = task.load_checkpoint(args.checkpoint)
+        model = task.build_model(cfg)
+        model.load_state_dict(ck["model"])
+        model.eval()
+        probs = task.torch_predict(model, test.crops, ck["normalisation"])
+        x = torch.from_numpy(((test.crops[:1].astype(np.float32)[:, None] / 255.0
+                               - ck["normalisation"]["mean"]) / ck["normalisation"]["std"]))
+        times = []
+        with torch.no_grad():
+            for i in range(520):
+                t0 = time.perf_counter_ns()
+                model(x)
+                if i >= 20:
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+        rows["torch eager fp32"] = {
+            "type_accuracy": float(np.mean(probs["type_probs"].argmax(1) == test.type_idx)),
+            "latency_b1": {"p50": float(np.percentile(times, 50)),
+                           "p99": float(np.percentile(times, 99))}}
+    result = {"benchmark": "classifier", "machine": platform.processor() or platform.machine(),
+              "heldout_crops": len(test), "heldout_seeds": cfg["data"]["test_seeds"],
+              "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("| variant | type acc. | malignancy AUC | p50 ms (b1) | p99 ms (b1) | p50 ms (b8) |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        auc = r.get("malignancy_auc")
+        b8 = r.get("latency_b8", {}).get("p50")
+        print(f"| {name} | {r['type_accuracy']:.4f} | {'' if auc is None else f'{auc:.4f}'} | "
+              f"{r['latency_b1']['p50']:.3f} | {r['latency_b1']['p99']:.3f} | "
+              f"{'' if b8 is None else f'{b8:.3f}'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
