@@ -83,7 +83,7 @@ def clip_document(case, height: int, width: int, fps: float, frames: list[dict],
     return {
         "schema": config.SCHEMA,
         "seed": int(case.seed),
-        "mm_per_px": [round(mm[0], 6), round(mm[1], 6)],
+        "mm_per_px": [float(mm[0]), float(mm[1])],
         "fps": float(fps),
         "width": int(width),
         "height": int(height),
