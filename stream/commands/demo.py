@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Default seed: a clip with several lesions (a cyst and a malignant lesion) and a quality
-#: event, far from the seeds used for training (those start at 0; held-out use 900001+).
-DEFAULT_SEED = 424242
+#: Default seed: a clip with an HCC (25 mm) and a cyst (21 mm) both swept through the plane,
+#: every frame of good quality (checked with the simulator; held-out evaluation uses 900001+).
+DEFAULT_SEED = 2024
 DEFAULT_FRAMES = 150
 
 
