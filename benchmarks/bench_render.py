@@ -139,6 +139,7 @@ def screenshots(out_dir: Path, seed: int) -> list[Path]:
         written.append(path)
         bad = [p for p in packets if p.header.status == "rejected"]
         if tag == "480x640" and bad:
+            stats = HudStats(now_ns=bad[0].header.capture_ns + 19_800_000, fps=30.0, drops=0)
             img = annotate(bad[0].arrays["image"], bad[0].header, bad[0].arrays, LAYERS,
                            stats=stats)
             path = out_dir / "overlay_rejected.png"

@@ -203,7 +203,10 @@ def test_detection_label_has_id_class_confidence_top_features():
     lines = detection_lines(header.infer.detections[0])
     assert lines[0].text == "#7 cyst 0.91"
     assert lines[0].colour == CLASS_COLOURS["cyst"]
-    assert lines[1].text == "anechoic, posterior enhancement, malig 0.04"
+    assert lines[1].text == "anechoic, post. enhancement"  # malignancy 0.04: not shown
+    det = header.infer.detections[0]
+    det.malignancy, det.features = 0.62, {"halo_target": 0.7, "hypoechoic": 0.9, "mosaic": 0.2}
+    assert detection_lines(det)[1].text == "hypoechoic, target/halo, malig 0.62"
 
 
 def test_fonts_and_lines_scale_with_the_frame():

@@ -33,6 +33,8 @@ class Style:
         text_px: text stroke thickness in px.
         line_px: box and contour thickness in px.
         pad_px: padding inside chips in px.
+        line_h_px, small_line_h_px: distance between two text lines at each font scale, px.
+        base_px, small_base_px: text baseline offset (below the baseline) at each scale, px.
     """
 
     scale: float
@@ -41,19 +43,27 @@ class Style:
     text_px: int
     line_px: int
     pad_px: int
+    line_h_px: int = 0
+    small_line_h_px: int = 0
+    base_px: int = 0
+    small_base_px: int = 0
 
     @classmethod
     def for_shape(cls, height_px: int, width_px: int) -> Style:
         """The style for a ``height_px`` x ``width_px`` frame."""
         s = min(height_px, width_px) / BASE_SHORT_SIDE_PX
-        return cls(scale=s, font_scale=0.5 * s, small_font_scale=0.42 * s,
-                   text_px=max(1, round(1.0 * s)), line_px=max(1, round(1.6 * s)),
-                   pad_px=max(2, round(4 * s)))
+        fs, sfs, text_px, pad = 0.5 * s, 0.42 * s, max(1, round(1.0 * s)), max(2, round(4 * s))
+        (_, h), base = cv2.getTextSize("Ag", FONT, fs, text_px)
+        (_, sh), sbase = cv2.getTextSize("Ag", FONT, sfs, text_px)
+        return cls(scale=s, font_scale=fs, small_font_scale=sfs, text_px=text_px,
+                   line_px=max(1, round(1.6 * s)), pad_px=pad, line_h_px=h + base + pad,
+                   small_line_h_px=sh + sbase + pad, base_px=base, small_base_px=sbase)
 
-    def line_height_px(self, font_scale: float) -> int:
-        """Vertical distance between two text lines at ``font_scale``, in px."""
-        (_, h), base = cv2.getTextSize("Ag", FONT, font_scale, self.text_px)
-        return h + base + self.pad_px
+    def metrics(self, small: bool) -> tuple[float, int, int]:
+        """``(font scale, line height px, baseline px)`` for normal or small text."""
+        if small:
+            return self.small_font_scale, self.small_line_h_px, self.small_base_px
+        return self.font_scale, self.line_h_px, self.base_px
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,10 @@ def text_block_size(lines: list[Line], style: Style) -> tuple[int, int]:
     """Width and height in px of the chip that :func:`draw_text_block` would draw."""
     w = h = 0
     for line in lines:
-        fs = style.small_font_scale if line.small else style.font_scale
+        fs, lh, _ = style.metrics(line.small)
         (tw, _), _ = cv2.getTextSize(line.text, FONT, fs, style.text_px)
         w = max(w, tw)
-        h += style.line_height_px(fs)
+        h += lh
     return w + 2 * style.pad_px, h + style.pad_px
 
 
@@ -97,9 +107,8 @@ def draw_text_block(img: np.ndarray, lines: list[Line], x0_px: int, y0_px: int,
     roi[:] = cv2.convertScaleAbs(roi, alpha=CHIP_KEEP)
     y = y0
     for line in lines:
-        fs = style.small_font_scale if line.small else style.font_scale
-        (_, th), base = cv2.getTextSize(line.text, FONT, fs, style.text_px)
-        y += style.line_height_px(fs)
+        fs, lh, base = style.metrics(line.small)
+        y += lh
         cv2.putText(img, line.text, (x0 + style.pad_px, y - base), FONT, fs, line.colour,
                     style.text_px, cv2.LINE_AA)
     return (x0, y0, x1, y1)

@@ -38,8 +38,6 @@ CLASS_FEATURES = {
     "other": ("hypoechoic",),
 }
 MALIGNANT = ("metastasis", "hcc")
-#: tissue code of liver parenchyma in ``SimFrame.tissue`` (sim API: 1 = liver)
-LIVER_TISSUE = 1
 
 
 def truth_detection(lesion: dict[str, Any]) -> Detection:
@@ -73,7 +71,8 @@ class TruthAnnotator:
         self._seq = 0
 
     def packet(self, frame: Any, capture_ns: int | None = None) -> Packet:
-        """The packet for one ``SimFrame`` (arrays: ``image``, ``lesion_mask``, ``liver_mask``).
+        """The packet for one ``SimFrame`` (arrays: ``image`` blanked outside the sector as
+        ``preprocess`` does, ``lesion_mask``, ``liver_mask``).
 
         Frames whose ``quality_label`` is a fault are marked ``rejected`` with the fault as
         reason and carry no detections, as the quality gate would leave them.
@@ -92,29 +91,36 @@ class TruthAnnotator:
             pixel_spacing_mm=self.mm_per_px, spacing_source="simulator", source="sim",
             status="analysed" if good else "rejected",
             preprocess=PreprocessResult(sector_kind="convex", mm_per_px=self.mm_per_px,
-                                        calibration_source="simulator"),
+                                        calibration_source="simulator", blanked=True),
             quality=QualityResult(score=1.0 if good else 0.0, flags=[] if good else [fault],
                                   keyframe=good, reason="" if good else fault.replace("_", " ")),
             infer=InferResult(detections=dets, backend=TRUTH_BACKEND) if good else None,
             lesions=sorted(self._lesions.values(), key=lambda s: s.lesion_id),
             extra={"lirads": {"category": lirads, "provisional": False}} if lirads else {})
         self._seq += 1
-        arrays = {"image": frame.image,
+        from sonoflow.stream.sim.config import TISSUE_CODES
+
+        # as the preprocess stage would: nothing outside the imaging sector (burned-in text)
+        image = np.where(frame.sector_mask, frame.image, 0).astype(np.uint8)
+        arrays = {"image": image,
                   "lesion_mask": np.ascontiguousarray(frame.lesion_ids, dtype=np.uint8),
-                  "liver_mask": (frame.tissue == LIVER_TISSUE).astype(np.uint8)}
+                  "liver_mask": (frame.tissue == TISSUE_CODES["liver"]).astype(np.uint8)}
         return Packet(header=header, arrays=arrays)
 
     def _remember(self, det: Detection, frame_index: int, truth: dict[str, Any]) -> None:
         lid = int(det.track_id)
-        diam = next((float(les["diameter_mm"]) for les in truth["lesions"]
-                     if int(les["lesion_id"]) == lid), None)
+        entry = next(les for les in truth["lesions"] if int(les["lesion_id"]) == lid)
+        diam = float(entry["diameter_mm"])
+        short = entry.get("short_axis_mm")
         old = self._lesions.get(lid)
-        is_best = old is None or old.long_axis_mm is None or (diam or 0.0) >= old.long_axis_mm
+        is_best = old is None or old.long_axis_mm is None or diam >= old.long_axis_mm
         self._lesions[lid] = LesionSummary(
             lesion_id=lid, first_frame=frame_index if old is None else old.first_frame,
             last_frame=frame_index, best_frame=frame_index if is_best else old.best_frame,
             xyxy_px=det.xyxy_px if is_best else old.xyxy_px,
-            long_axis_mm=diam if is_best else old.long_axis_mm, short_axis_mm=None,
+            long_axis_mm=diam if is_best else old.long_axis_mm,
+            short_axis_mm=(None if short is None else float(short)) if is_best
+            else old.short_axis_mm,
             label=det.label, class_probs=dict(det.class_probs), malignancy=det.malignancy,
             features=dict(det.features), n_frames=1 if old is None else old.n_frames + 1)
 
