@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 
 from sonoflow.stream.errors import ConfigError
@@ -126,9 +127,9 @@ class ClipRenderer:
         grey = r.grey
         pers = case.imaging.persistence
         if pers > 0 and self._prev_grey is not None:
-            grey = grey * np.float32(1.0 - pers) + self._prev_grey * np.float32(pers)
+            grey = cv2.addWeighted(grey, 1.0 - pers, self._prev_grey, pers, 0.0)
         self._prev_grey = grey
-        img = (grey * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+        img = cv2.convertScaleAbs(grey, alpha=255.0)
         img &= self._sector_u8  # the smoothing must not bleed outside the true sector
         if case.ui:
             self.ui.apply(img)

@@ -71,8 +71,7 @@ class SpeckleField:
         g = SPECKLE_GRID_MM
         self.nx = int(math.ceil((box.x_max - box.x_min) / g)) + 1
         self.nz = int(math.ceil((box.z_max - box.z_min) / g)) + 1
-        self._sats = _LayerCache(6)
-        self._pairs = _LayerCache(2)
+        self._sats = _LayerCache(4)
 
     def _sat(self, k: int) -> np.ndarray:
         rng = stream_rng(self.seed, "speckle-layer", k)
@@ -84,11 +83,6 @@ class SpeckleField:
         np.cumsum(w, axis=1, out=sat[1:, 1:])
         return sat
 
-    def _pair(self, k: int) -> np.ndarray:
-        a = self._sats.get(k, self._sat)
-        b = self._sats.get(k + 1, self._sat)
-        return np.concatenate([a, b], axis=2)
-
     def footprint(self, grid, phi_rad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Box half-widths (grid cells) and normalisation of each beam cell.
 
@@ -97,7 +91,10 @@ class SpeckleField:
             phi_rad: in-plane probe rotation (the box is aligned to the liver frame).
 
         Returns:
-            ``(hx, hz, norm)``, each ``(n_lines, n_samples)`` float32.
+            ``(ox, oz, norm)``: corner offsets ``(n_lines, 4, n_samples)`` in grid cells for the
+            corners ``(x1, z1), (x2, z1), (x1, z2), (x2, z2)`` (blocked per line, so the
+            corner arithmetic runs on contiguous rows), and the ``(n_lines, n_samples)``
+            normalisation, all float32.
         """
         g = SPECKLE_GRID_MM
         r = grid.probe.radius_mm + grid.depth_mm[None, :]
@@ -111,17 +108,19 @@ class SpeckleField:
         ax_c = wx * scale / g
         az_c = wz * scale / g
         norm = 1.0 / np.sqrt(np.maximum(ax_c - 1.0 / 3.0, 0.3) * np.maximum(az_c - 1.0 / 3.0, 0.3))
-        return ((ax_c / 2).astype(np.float32), (az_c / 2).astype(np.float32),
-                norm.astype(np.float32))
+        hx, hz = ax_c / 2, az_c / 2
+        ox = np.stack([-hx, hx, -hx, hx], axis=1).astype(np.float32)
+        oz = np.stack([-hz, -hz, hz, hz], axis=1).astype(np.float32)
+        return ox, oz, norm.astype(np.float32)
 
-    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float, hx: np.ndarray,
-               hz: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float, ox: np.ndarray,
+               oz: np.ndarray, norm: np.ndarray) -> np.ndarray:
         """Complex speckle at the beam cells.
 
         Args:
             x_mm, z_mm: ``(L, S)`` float32 liver-frame cell centres.
             y_mm: elevational position of the imaging plane.
-            hx, hz, norm: from :meth:`footprint`, same shape (or broadcastable rows).
+            ox, oz, norm: from :meth:`footprint`, for the same cells.
 
         Returns:
             ``(L, S, 2)`` float32 (real, imaginary), unit variance per component.
@@ -130,33 +129,23 @@ class SpeckleField:
         t = y_mm / SPECKLE_LAYER_MM
         k = int(math.floor(t))
         frac = t - k
-        pair = self._pairs.get(k, self._pair)
         gx = (x_mm - np.float32(self.box.x_min)) * np.float32(1.0 / g)
         gz = (z_mm - np.float32(self.box.z_min)) * np.float32(1.0 / g)
         L, S = gx.shape
-        mx = np.empty((L, S, 4), np.float32)
-        my = np.empty((L, S, 4), np.float32)
-        x1 = gx - hx
-        x2 = gx + hx
-        z1 = gz - hz
-        z2 = gz + hz
-        mx[..., 0] = x1
-        mx[..., 1] = x2
-        mx[..., 2] = x1
-        mx[..., 3] = x2
-        my[..., 0] = z1
-        my[..., 1] = z1
-        my[..., 2] = z2
-        my[..., 3] = z2
-        out = cv2.remap(pair, mx.reshape(L, S * 4), my.reshape(L, S * 4), cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE).reshape(L, S, 4, 4)
-        s = out[:, :, 3] - out[:, :, 2]
-        s -= out[:, :, 1]
-        s += out[:, :, 0]
-        ca = np.float32(math.cos(0.5 * math.pi * frac))
-        sa = np.float32(math.sin(0.5 * math.pi * frac))
-        res = s[..., 0:2] * ca
-        res += s[..., 2:4] * sa
+        mx = (gx[:, None, :] + ox).reshape(L, 4 * S)
+        my = (gz[:, None, :] + oz).reshape(L, 4 * S)
+        # Fixed-point maps once for both layers (equal coordinates quantize equally).
+        m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
+        weights = (math.cos(0.5 * math.pi * frac), math.sin(0.5 * math.pi * frac))
+        res = None
+        for layer, wgt in zip((k, k + 1), weights, strict=True):
+            out = cv2.remap(self._sats.get(layer, self._sat), m1, m2, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).reshape(L, 4, S, 2)
+            s = out[:, 3] - out[:, 2]
+            s -= out[:, 1]
+            s += out[:, 0]
+            s *= np.float32(wgt)
+            res = s if res is None else cv2.add(res, s)
         res *= norm[..., None]
         return res
 
@@ -180,8 +169,7 @@ class TextureField:
         g = TEXTURE_GRID_MM
         self.nx = int(math.ceil((box.x_max - box.x_min) / g)) + 1
         self.nz = int(math.ceil((box.z_max - box.z_min) / g)) + 1
-        self._layers = _LayerCache(4)
-        self._pairs = _LayerCache(2)
+        self._layers = _LayerCache(3)
 
     def _smooth(self, rng: np.random.Generator, sigma_cells: float) -> np.ndarray:
         w = rng.standard_normal((self.nz, self.nx), dtype=np.float32)
@@ -196,11 +184,6 @@ class TextureField:
         dots = self._smooth(rng, 0.6 / TEXTURE_GRID_MM / 2.0)
         return np.dstack([tex, dots])
 
-    def _pair(self, k: int) -> np.ndarray:
-        a = self._layers.get(k, self._layer)
-        b = self._layers.get(k + 1, self._layer)
-        return np.ascontiguousarray(np.concatenate([a, b], axis=2))
-
     def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float) -> tuple[np.ndarray,
                                                                                 np.ndarray]:
         """Texture and speck fields at the given liver-frame points.
@@ -212,12 +195,13 @@ class TextureField:
         t = y_mm / TEXTURE_LAYER_MM
         k = int(math.floor(t))
         frac = t - k
-        pair = self._pairs.get(k, self._pair)
         gx = (x_mm - np.float32(self.box.x_min)) * np.float32(1.0 / g)
         gz = (z_mm - np.float32(self.box.z_min)) * np.float32(1.0 / g)
-        out = cv2.remap(pair, gx, gz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        ca = np.float32(math.cos(0.5 * math.pi * frac))
-        sa = np.float32(math.sin(0.5 * math.pi * frac))
-        tex = out[..., 0] * ca + out[..., 2] * sa
-        dots = out[..., 1] * ca + out[..., 3] * sa
-        return tex, dots
+        m1, m2 = cv2.convertMaps(gx, gz, cv2.CV_16SC2)
+        a = cv2.remap(self._layers.get(k, self._layer), m1, m2, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT)
+        b = cv2.remap(self._layers.get(k + 1, self._layer), m1, m2, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT)
+        mixed = cv2.addWeighted(a, math.cos(0.5 * math.pi * frac), b,
+                                math.sin(0.5 * math.pi * frac), 0.0)
+        return mixed[..., 0], mixed[..., 1]

@@ -165,6 +165,8 @@ class ScanConverter:
     map_line: np.ndarray
     map_fx: np.ndarray
     map_fy: np.ndarray
+    map_nx: np.ndarray
+    map_ny: np.ndarray
     sector_mask: np.ndarray
     layout: Layout
 
@@ -185,7 +187,8 @@ class ScanConverter:
         samp = np.where(inside, samp, -10.0).astype(np.float32)
         line = np.where(inside, line, -10.0).astype(np.float32)
         fx, fy = cv2.convertMaps(samp, line, cv2.CV_16SC2, nninterpolation=False)
-        return cls(map_samp=samp, map_line=line, map_fx=fx, map_fy=fy,
+        nx, ny = cv2.convertMaps(samp, line, cv2.CV_16SC2, nninterpolation=True)
+        return cls(map_samp=samp, map_line=line, map_fx=fx, map_fy=fy, map_nx=nx, map_ny=ny,
                    sector_mask=inside, layout=lay)
 
     def image(self, beam: np.ndarray) -> np.ndarray:
@@ -195,5 +198,11 @@ class ScanConverter:
 
     def labels(self, beam: np.ndarray) -> np.ndarray:
         """Nearest-neighbour scan conversion of a uint8 label map; 0 outside."""
-        return cv2.remap(beam, self.map_samp, self.map_line, cv2.INTER_NEAREST,
+        return cv2.remap(beam, self.map_nx, self.map_ny, cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def labels2(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two uint8 label maps converted in one pass (nearest neighbour); 0 outside."""
+        out = cv2.remap(cv2.merge([a, b]), self.map_nx, self.map_ny, cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return np.ascontiguousarray(out[..., 0]), np.ascontiguousarray(out[..., 1])

@@ -99,15 +99,19 @@ class Renderer:
                        z_max=p.depth_mm + 30.0)
         self.speckle = SpeckleField(case.seed, box)
         self.texture = TextureField(case.seed, box, case.liver.texture_corr_mm)
-        self.hx, self.hz, self.norm = self.speckle.footprint(grid, m.phi0_rad)
+        self.ox, self.oz, self.norm = self.speckle.footprint(grid, m.phi0_rad)
         self.wall = StaticWall(case, grid)
         self.nodularity = NodularityMap(case)
         L, S = grid.n_lines, grid.n_samples
         rng = stream_rng(case.seed, "static-noise")
         self.wall_noise = ((rng.random((L, S, 2), dtype=np.float32) - np.float32(0.5))
                            * np.float32(math.sqrt(12.0)))
-        self.clutter_noise = ((rng.random((L, S, 2), dtype=np.float32) - np.float32(0.5))
-                              * np.float32(math.sqrt(12.0)))
+        clutter_noise = ((rng.random((L, S, 2), dtype=np.float32) - np.float32(0.5))
+                         * np.float32(math.sqrt(12.0)))
+        # Electronic noise: a bank of white fields; each frame takes one, rolled and
+        # sign-flipped by its own seeded draw (fresh-looking noise without 2e5 draws a frame).
+        self.noise_bank = [((rng.random((L, S, 2), dtype=np.float32) - np.float32(0.5))
+                            * np.float32(math.sqrt(12.0))) for _ in range(4)]
         d = grid.depth_mm
         d_cm = d / 10.0
         im = case.imaging
@@ -122,10 +126,10 @@ class Renderer:
         else:
             clut = np.zeros_like(d)
         self.clutter_profile = clut.astype(np.float32)
+        # Clutter is probe-locked: one static field (ribs block it behind them).
+        self.clutter = clutter_noise * self.clutter_profile[None, :, None]
         if case.anatomy.ribs:
-            self.clutter_obstacle = np.exp(-self.wall.obstacle_db * _LN10_20).astype(np.float32)
-        else:
-            self.clutter_obstacle = None
+            self.clutter *= np.exp(-self.wall.obstacle_db * _LN10_20).astype(np.float32)[..., None]
         # TGC: compensates normal liver plus a fraction kappa of the excess of this liver.
         a_tgc = 0.55 + im.tgc_kappa * (case.liver.attenuation_db_cm_mhz - 0.55)
         t = d / max(d[-1], 1.0)
@@ -196,31 +200,28 @@ class Renderer:
         # 1. accumulated round-trip attenuation (mid-cell).
         cum = np.cumsum(alpha, axis=1, dtype=np.float32)
         cum -= np.float32(0.5) * alpha
-        att = np.exp(-self._att_k * cum)
+        att = cv2.exp(cum * -self._att_k)
         # 2. the echo field.
-        amp = np.exp(maps.b_db * np.float32(_LN10_20))
+        amp = cv2.exp(maps.b_db * np.float32(_LN10_20))
         amp *= att
         s_lo = int(max(0, math.floor(float(cap.min()) / g.dd_mm) - 1))
         field = self.wall_noise.copy()
         world = self.speckle.sample(ctx.x_mm[:, s_lo:], ctx.z_mm[:, s_lo:], pose.yp_mm,
-                                    self.hx[:, s_lo:], self.hz[:, s_lo:], self.norm[:, s_lo:])
+                                    self.ox[:, :, s_lo:], self.oz[:, :, s_lo:], self.norm[:, s_lo:])
         sub = field[:, s_lo:]
         np.copyto(sub, world, where=maps.world[:, s_lo:, None])
         field *= amp[..., None]
         field[..., 0] += coh * att
         if case.imaging.clutter:
-            cl = self.clutter_noise * self.clutter_profile[None, :, None]
-            if self.clutter_obstacle is not None:
-                cl *= self.clutter_obstacle[..., None]
             if lost is not None:
-                cl[lost] = 0.0
-            field += cl
+                field[~lost] += self.clutter[~lost]
+            else:
+                field += self.clutter
         if self.noise_amp is not None:
             rng = stream_rng(case.seed, "frame-noise", frame_index)
-            n = rng.random((L, S, 2), dtype=np.float32)
-            n -= np.float32(0.5)
-            n *= np.float32(self.noise_amp * math.sqrt(12.0))
-            field += n
+            k, shift, sign = int(rng.integers(4)), int(rng.integers(L)), rng.random() < 0.5
+            n = np.roll(self.noise_bank[k], shift, axis=0)
+            field += n * np.float32(self.noise_amp * (-1.0 if sign else 1.0))
         # 3. PSF (complex, separable); lateral width blends towards the wide kernel off-focus.
         fa = cv2.sepFilter2D(field, -1, self.k_ax, np.ones(1, np.float32),
                              borderType=cv2.BORDER_REFLECT)
@@ -235,7 +236,9 @@ class Renderer:
         # 5. TGC, gain, log compression, grey map.
         p = case.probe
         gain = case.imaging.gain_db + ev.gain_offset_db
-        log_db = np.log10(env + np.float32(1e-12)) * np.float32(20.0)
+        env += np.float32(1e-12)
+        log_db = cv2.log(env)
+        log_db *= np.float32(20.0 / math.log(10.0))
         log_db += self.tgc_db[None, :] + np.float32(gain)
         grey = (log_db + np.float32(31.0)) * np.float32(1.0 / p.dynamic_range_db)
         np.clip(grey, 0.0, 1.0, out=grey)
@@ -245,8 +248,9 @@ class Renderer:
         # 6. scan conversion.
         img = self.scan.image(grey)
         img = cv2.GaussianBlur(img, (0, 0), 0.6)
-        tissue = self.scan.labels(maps.tissue)
-        ids = self.scan.labels(maps.ids)
+        if lost is not None:
+            maps.ids[lost] = 0  # nothing is imaged through lost contact
+        tissue, ids = self.scan.labels2(maps.tissue, maps.ids)
         beam = None
         if keep_beam:
             beam = BeamFrame(envelope=env, tissue=maps.tissue, ids=maps.ids,
