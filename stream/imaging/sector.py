@@ -287,7 +287,8 @@ def _fit(blob: np.ndarray, p: SectorParams) -> _Model:
         if abs(al) < p.linear_slope and abs(ar) < p.linear_slope:
             model = _Model("linear", 0.0, True, area, rect=(x, y, x + bw, y + bh))
         elif al < 0 < ar:
-            model = _fan_model(blob, (al, bl, ar, br), p, area)
+            model = _fan_model(blob, (al, bl, ar, br), p, area,
+                               (rows[sel].astype(np.float64), left[sel], right[sel]))
             if model is None:
                 return unfitted
         else:
@@ -301,42 +302,129 @@ def _fit(blob: np.ndarray, p: SectorParams) -> _Model:
     return model
 
 
-def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int) -> _Model | None:
+def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
+               edges: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> _Model | None:
+    """Fit a fan: apex from the side lines, refined with the arcs; radii; edge angles.
+
+    The side lines alone place the apex poorly (a small slope error moves it far along the
+    axis), so the apex height and both radii are fitted jointly to the top and bottom arcs
+    (concentric circles about the apex), then the edge angles are re-measured from the apex.
+    """
     al, bl, ar, br = lines
     ay = (br - bl) / (al - ar)
     ax = al * ay + bl
+    hs, ws = blob.shape
     ys, xs = np.nonzero(blob)
+    fit = _fit_arcs(blob, ax, ay, 0.6 * min(-math.atan(al), math.atan(ar)))
+    if fit is not None and fit[2] is not None and abs(fit[0] - ay) <= 0.2 * fit[2]:
+        # the arcs refine the apex height; a fit far from the lines' apex is not trusted
+        ay, r_in_fit, r_out_fit = fit
+    else:
+        r_in_fit = r_out_fit = None
     r = np.hypot(xs - ax, ys - ay)
-    # Radii per scan-line bin: the inner arc is the median of the bins' nearest pixels (a
-    # UI mark stuck to one line cannot move it); the outer arc the 80th percentile of the
-    # bins' farthest pixels (deep lines darkened by attenuation or shadows cannot pull it
-    # in). Whole working pixels: the boundary lies half a pixel beyond the centres.
-    ang = np.arctan2(xs - ax, ys - ay)
-    lo, hi = math.atan(al), math.atan(ar)
-    n_bins = 64
-    b = np.clip(((ang - lo) / max(hi - lo, 1e-6) * n_bins).astype(np.intp), 0, n_bins - 1)
-    r_min = np.full(n_bins, np.inf)
-    r_max = np.full(n_bins, -np.inf)
-    np.minimum.at(r_min, b, r)
-    np.maximum.at(r_max, b, r)
-    central = r_min[n_bins // 4:3 * n_bins // 4]
-    central = central[np.isfinite(central)]
-    filled = r_max[np.isfinite(r_max)]
-    if central.size == 0 or filled.size == 0:
-        return None
-    r_out = float(np.percentile(filled, 80)) + 0.5
-    r_in = float(np.median(central)) - 0.5
+    if r_in_fit is None or r_out_fit is None:
+        # Radii per scan-line bin: the inner arc is the median of the bins' nearest pixels
+        # (a UI mark stuck to one line cannot move it); the outer arc the 80th percentile of
+        # the bins' farthest pixels (deep lines darkened by shadows cannot pull it in).
+        ang = np.arctan2(xs - ax, ys - ay)
+        lo, hi = math.atan(al), math.atan(ar)
+        n_bins = 64
+        b = np.clip(((ang - lo) / max(hi - lo, 1e-6) * n_bins).astype(np.intp), 0, n_bins - 1)
+        r_min = np.full(n_bins, np.inf)
+        r_max = np.full(n_bins, -np.inf)
+        np.minimum.at(r_min, b, r)
+        np.maximum.at(r_max, b, r)
+        central = r_min[n_bins // 4:3 * n_bins // 4]
+        central = central[np.isfinite(central)]
+        filled = r_max[np.isfinite(r_max)]
+        if central.size == 0 or filled.size == 0:
+            return None
+        # whole working pixels: the boundary lies half a pixel beyond the centres
+        if r_out_fit is None:
+            r_out_fit = float(np.percentile(filled, 80)) + 0.5
+        if r_in_fit is None:
+            r_in_fit = float(np.median(central)) - 0.5
+    r_in, r_out = r_in_fit, r_out_fit
     if r_out <= 0 or r_in >= r_out:
         return None
     kind = "phased" if r_in < p.phased_ratio * r_out else "convex"
     # keep the measured top arc for both kinds: a phased fan's wedge above its first
     # sample is screen, not image (IDs are often printed right there)
     r_in = max(r_in, 0.0)
-    # the hull's edge runs through boundary pixel centres: widen by half a pixel
-    half = 0.5 / max(r_out, 1.0)
-    angles = (math.atan(al) - half, math.atan(ar) + half)
+    if edges is not None:
+        # edge angles from the apex: median over the hull's boundary rows; the boundary is
+        # half a pixel outside the outermost pixel centres
+        rows, left, right = edges
+        dy = np.maximum(rows - ay, 1e-6)
+        lo = float(np.median(np.arctan2(left - 0.5 - ax, dy)))
+        hi = float(np.median(np.arctan2(right + 0.5 - ax, dy)))
+        angles = (lo, hi)
+    else:
+        half = 0.5 / max(r_out, 1.0)
+        angles = (math.atan(al) - half, math.atan(ar) + half)
+    if not angles[0] < 0 < angles[1]:
+        return None
     return _Model(kind, 0.0, True, area, apex=(float(ax), float(ay)), radii=(r_in, r_out),
                   angles=angles)
+
+
+def _fit_arcs(blob: np.ndarray, ax: float, ay0: float, max_angle: float
+              ) -> tuple[float, float | None, float | None] | None:
+    """Apex height and radii from the top and bottom arcs (least squares, two passes).
+
+    Points: per column, the blob's first and last row (moved half a pixel out to the
+    boundary), kept when seen from the first apex estimate ``(ax, ay0)`` within
+    ``max_angle`` of the axis (away from the side edges); points on the frame's border are
+    cut by the frame, not arcs. Circle
+    about (ax, ay): (x - ax)^2 + y^2 = 2 y ay + (R^2 - ay^2), linear in ay and the constants.
+
+    Returns:
+        ``(ay, r_in, r_out)`` (a radius None when its arc gave too few points), or None.
+    """
+    hs, ws = blob.shape
+    cols = np.nonzero(blob.any(axis=0))[0]
+    if cols.size < 10:
+        return None
+    sub = blob[:, cols] > 0
+    top = np.argmax(sub, axis=0).astype(np.float64)
+    bot = (hs - 1 - np.argmax(sub[::-1], axis=0)).astype(np.float64)
+    x = cols.astype(np.float64)
+    central_t = np.abs(np.arctan2(x - ax, np.maximum(top - ay0, 1e-6))) <= max_angle
+    central_b = np.abs(np.arctan2(x - ax, np.maximum(bot - ay0, 1e-6))) <= max_angle
+    groups = []
+    # morphology erodes a blob cut by the frame's edge by a pixel or two: keep clear of it
+    ok_t = (top > 3) & central_t
+    ok_b = (bot < hs - 4) & central_b
+    if ok_t.sum() >= 6:
+        groups.append(("in", x[ok_t], top[ok_t] - 0.5))
+    if ok_b.sum() >= 6:
+        groups.append(("out", x[ok_b], bot[ok_b] + 0.5))
+    if len(groups) < 2:
+        return None  # one short arc cannot fix the apex height: keep the lines' apex
+    keep = [np.ones(len(g[1]), bool) for g in groups]
+    sol = None
+    for _ in range(2):
+        a_rows, b_rows = [], []
+        for gi, (_, gx, gy) in enumerate(groups):
+            k = keep[gi]
+            m = np.zeros((k.sum(), 1 + len(groups)))
+            m[:, 0] = 2.0 * gy[k]
+            m[:, 1 + gi] = 1.0
+            a_rows.append(m)
+            b_rows.append((gx[k] - ax) ** 2 + gy[k] ** 2)
+        sol = np.linalg.lstsq(np.vstack(a_rows), np.concatenate(b_rows), rcond=None)[0]
+        ay = sol[0]
+        for gi, (_, gx, gy) in enumerate(groups):
+            rr = np.sqrt(max(sol[1 + gi] + ay * ay, 0.0))
+            resid = np.abs(np.hypot(gx - ax, gy - ay) - rr)
+            keep[gi] = resid <= max(1.5, np.percentile(resid, 80))
+            if keep[gi].sum() < 4:
+                return None
+    ay = float(sol[0])
+    radii = {name: float(np.sqrt(max(sol[1 + gi] + ay * ay, 0.0)))
+             for gi, (name, _, _) in enumerate(groups)}
+    return ay, radii.get("in"), radii.get("out")
 
 
 def _geometry(kind: str, mask: np.ndarray, fitted: bool = True, fit_iou: float = 1.0
