@@ -248,6 +248,12 @@ class DicomSource(Source):
 
     def _check_decoder(self, ts: pydicom.uid.UID) -> None:
         """Raise a clear error when no installed plugin decodes ``ts``."""
+        if not ts.is_transfer_syntax:
+            raise SourceError(str(self.path), f"transfer syntax {self.transfer_syntax} is not a "
+                                              "standard DICOM transfer syntax (private or "
+                                              "unknown): pydicom has no pixel decoder for it. "
+                                              "Transcode the file with the vendor's tool to an "
+                                              "uncompressed or JPEG transfer syntax")
         if not ts.is_compressed:
             return
         try:
