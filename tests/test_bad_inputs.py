@@ -235,11 +235,17 @@ def test_dicom_decoder_plugin_missing_names_the_package(tmp_path, monkeypatch):
 def test_truncated_dicom(tmp_path):
     path = tmp_path / "cut.dcm"
     ds = dicom(64, 64, 4)
-    ds.PixelData = np.zeros((4, 64, 64), np.uint8).tobytes()
+    ds.PixelData = np.arange(4 * 64 * 64, dtype=np.uint32).astype(np.uint8).tobytes()
     ds.save_as(path, enforce_file_format=True)
-    path.write_bytes(path.read_bytes()[:300])
-    err = open_error(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 64 * 64 - 100])  # frame 2 incomplete, frame 3 gone
+    frames, err = read_until_error(path)
+    assert len(frames) == 2 and all(f.image is not None for f in frames)
     assert err.path == str(path)
+    assert "frame 2: the pixel data ends before this frame is complete" in err.problem
+    assert "2 of 4 frame(s) were delivered" in err.problem
+    path.write_bytes(data[:300])  # cut inside the header
+    assert "truncated before its pixel data" in open_error(path).problem
 
 
 # --- image folders --------------------------------------------------------------------------

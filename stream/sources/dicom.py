@@ -188,6 +188,7 @@ class DicomSource(Source):
         self._ds: pydicom.Dataset | None = None
         self._file: BinaryIO | None = None
         self._times_ms: list[float] = []
+        self._native = True
 
     def open(self) -> None:
         """Read and validate the header; check a decoder exists (idempotent).
@@ -216,7 +217,7 @@ class DicomSource(Source):
             what = f" (SOP class {sop.name})" if sop is not None and hasattr(sop, "name") else ""
             raise SourceError(str(p), f"no Pixel Data (7FE0,0010) in this DICOM file{what}; "
                                       "it holds no image to replay (a report or presentation "
-                                      "state?)")
+                                      "state, or a file truncated before its pixel data)")
         for attr in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated",
                      "PhotometricInterpretation"):
             if ds.get(attr) in (None, ""):
@@ -227,6 +228,7 @@ class DicomSource(Source):
             raise SourceError(str(p), "no TransferSyntaxUID in the file meta information")
         self.transfer_syntax = f"{ts.name} ({ts})" if ts.name != ts else str(ts)
         self._check_decoder(ts)
+        self._native = not ts.is_compressed
         n = int(ds.get("NumberOfFrames") or 1)
         if n < 1:
             raise SourceError(str(p), f"NumberOfFrames is {n}; expected at least 1")
@@ -296,6 +298,14 @@ class DicomSource(Source):
                     self._file.seek(0)
                     raw = pixel_array(self._file, index=i)
                 except _DECODE_ERRORS as e:
+                    if self._native:
+                        # native (uncompressed) frames fail only when the bytes are missing
+                        raise SourceError(str(self.path), f"frame {i}: the pixel data ends "
+                                                          f"before this frame is complete "
+                                                          f"({type(e).__name__}: {e}): the file "
+                                                          f"is truncated; {i} of "
+                                                          f"{self.frame_count} frame(s) were "
+                                                          "delivered") from e
                     self.failed += 1
                     log.warning("%s: frame %d failed to decode: %s", self.path, i, e)
                     yield SourceFrame(image=None, frame_index=i, pts=pts,
