@@ -247,3 +247,15 @@ def test_stop_is_quick_with_a_page_connected():
     assert elapsed < 2.0
     assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     assert _status(f"http://127.0.0.1:{viewer.port}/") is None
+
+
+def test_lesion_table_mirrors_the_frames_live_view_and_takes_lesion_events():
+    viewer = WebViewer()  # not started: publish works before and without pages
+    viewer.publish(_overlay(0), _header(0, lesion_ids=(1, 2, 3)))
+    viewer.publish(_overlay(1), _header(1, lesion_ids=(2, 3)))  # the tracker dropped #1
+    assert sorted(viewer._lesions["s0"]) == [2, 3]
+    viewer.update_lesions("s0", _header(2, lesion_ids=(9,)).lesions)
+    assert sorted(viewer._lesions["s0"]) == [2, 3, 9]
+    viewer.publish(_overlay(3), _header(3, lesion_ids=()))  # a frame with no list: kept
+    assert sorted(viewer._lesions["s0"]) == [2, 3, 9]
+    assert viewer.stats()["published"] == 3

@@ -151,10 +151,17 @@ def test_sonoflow_live_view_web(tmp_path, pipeline):
     from sonoflow.stream.stage import stage_class
 
     if pipeline == "analyse":
+        from sonoflow.models.errors import ModelError
+        from sonoflow.models.registry import resolve
+
         try:
-            stage_class("infer")
+            infer = stage_class("infer")
         except ImportError as e:
             pytest.skip(f"the infer stage is not built yet ({e})")
+        try:
+            resolve(infer.defaults["frame_model"], infer.defaults["precision"])
+        except ModelError as e:
+            pytest.skip(f"the shipped frame model is not built yet: {e}")
     proc = _live_command(["sim:seed=5,frames=900,fps=30,width=640,height=480,ui=1,events=0",
                           "--view", "web", "--pipeline", pipeline])
     try:

@@ -228,7 +228,8 @@ class WebViewer:
         """
         t_ns = now_ns()
         stats = self._stream_stats.setdefault(header.stream_id, StreamStats()).update(header, t_ns)
-        self.update_lesions(header.stream_id, header.lesions)
+        if header.lesions:  # the aggregator's live view is authoritative: mirror it
+            self.update_lesions(header.stream_id, header.lesions, replace=True)
         q = header.quality
         meta = {
             "seq": header.seq, "frame_index": header.frame_index, "stream_id": header.stream_id,
@@ -249,11 +250,15 @@ class WebViewer:
             self._counts["published"] += 1
         self._wake_all()
 
-    def update_lesions(self, stream_id: str, lesions: list[LesionSummary]) -> None:
-        """Insert or update rows of the lesion table (from frame headers or lesion events)."""
-        if not lesions:
+    def update_lesions(self, stream_id: str, lesions: list[LesionSummary],
+                       replace: bool = False) -> None:
+        """Insert or update rows of the lesion table; ``replace`` drops rows not in ``lesions``
+        (a frame header's list is the whole live view; a lesion event updates one row)."""
+        if not lesions and not replace:
             return
         with self._lock:
+            if replace:
+                self._lesions[stream_id] = {}
             table = self._lesions.setdefault(stream_id, {})
             for les in lesions:
                 table[les.lesion_id] = lesion_row(les)
