@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import threading
@@ -54,7 +55,7 @@ def sim_packets(n: int, height: int, width: int, seed: int) -> list[Packet]:
 def bench_render(frames: int, runs: int, height: int, width: int, seed: int) -> dict:
     """Per-frame render and bare-copy times in ms over ``runs`` x ``frames`` frames."""
     cv2.setNumThreads(1)
-    packets = sim_packets(min(frames, 120), height, width, seed)
+    packets = sim_packets(min(frames, 60), height, width, seed)
     render_ms, copy_ms = [], []
     for _ in range(runs):
         stage = RenderStage()
@@ -86,10 +87,9 @@ def bench_browser(frames: int, seed: int, fps: float = 30.0) -> dict | None:
 
     if find_browser() is None:
         return None
-    packets = sim_packets(120, 480, 640, seed)
+    packets = sim_packets(60, 480, 640, seed)
     render, view = RenderStage(), ViewStage({"kind": "web"})
     view.open()
-    ready = threading.Event()
     period_ns = int(1e9 / fps)
     try:
         with HeadlessChromium() as browser:
@@ -106,7 +106,6 @@ def bench_browser(frames: int, seed: int, fps: float = 30.0) -> dict | None:
                     sent += 1
                     t_next += period_ns
                     time.sleep(max(0.0, (t_next - time.monotonic_ns()) / 1e9))
-                ready.set()
 
             t0 = time.monotonic()
             thread = threading.Thread(target=produce)
@@ -150,7 +149,9 @@ def screenshots(out_dir: Path, seed: int) -> list[Path]:
 
 def markdown(result: dict, command: str) -> str:
     lines = ["## Render and bedside view", "",
-             f"Machine: {MACHINE}; date {DATE}. Command: `{command}`", "",
+             f"Machine: {MACHINE} (1-min load average {result['loadavg_1min_before_after'][0]:.1f}"
+             f" before, {result['loadavg_1min_before_after'][1]:.1f} after, on 2 cores); "
+             f"date {DATE}. Command: `{command}`", "",
              "Render (`RenderStage.process`: RGB copy + all default layers, simulator frames "
              "with ground-truth lesions, `cv2.setNumThreads(1)`), ms per frame, "
              f"first and last {TRIM} frames of each run skipped:", "",
@@ -190,12 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-browser", action="store_true")
     args = p.parse_args(argv)
     command = "python " + " ".join(["benchmarks/bench_render.py", *(argv or sys.argv[1:])])
+    load_before = os.getloadavg()
     result = {"machine": MACHINE, "python": platform.python_version(), "opencv": cv2.__version__,
               "render": [bench_render(args.frames, args.runs, 480, 640, args.seed),
                          bench_render(max(3 * TRIM + 1, args.frames // 5), args.runs, 1080,
                                       1920, args.seed)]}
     result["browser"] = None if args.no_browser else bench_browser(args.browser_frames,
                                                                   args.seed)
+    result["loadavg_1min_before_after"] = [load_before[0], os.getloadavg()[0]]
     if args.screenshots:
         result["screenshots"] = [str(p) for p in screenshots(args.screenshots, args.seed)]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -182,6 +182,8 @@ def test_hud_shows_latency_fps_drops_and_slowest_stage():
     # the spine pipeline: only image and stamps; no stats -> frame number and stage times
     header.infer = None
     assert [ln.text for ln in hud_lines(header, None)] == ["frame 12", "slowest infer 9.5 ms"]
+    header.stamps = [Stamp("capture", 5, 5)]  # an instant: no "slowest" line
+    assert [ln.text for ln in hud_lines(header, None)] == ["frame 12"]
 
 
 def test_case_panel_lists_lesions_sizes_and_lirads():

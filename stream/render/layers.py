@@ -253,8 +253,9 @@ def hud_lines(header: FrameHeader, stats: HudStats | None) -> list[Line]:
     if stats is not None:
         e2e_ms = (stats.now_ns - header.capture_ns) / 1e6
         lines.append(Line(f"e2e {e2e_ms:.1f} ms  drops {stats.drops}", WHITE, small=True))
-    if header.stamps:
-        slow = max(header.stamps, key=lambda s: s.t_out_ns - s.t_in_ns)
+    timed = [s for s in header.stamps if s.t_out_ns > s.t_in_ns]  # capture stamps an instant
+    if timed:
+        slow = max(timed, key=lambda s: s.t_out_ns - s.t_in_ns)
         lines.append(Line(f"slowest {slow.stage} {(slow.t_out_ns - slow.t_in_ns) / 1e6:.1f} ms",
                           LIGHT_GREY, small=True))
     if header.infer is not None and header.infer.backend == TRUTH_BACKEND:
