@@ -81,7 +81,7 @@ def test_detects_each_sector_kind_and_covers_it(kind, truth):
     coverage = np.count_nonzero(inside & truth) / np.count_nonzero(truth)
     spill = np.count_nonzero(inside & ~truth) / np.count_nonzero(truth)
     assert coverage >= 0.99, f"{kind}: mask covers {coverage:.4f} of the true sector"
-    assert spill <= 0.03, f"{kind}: mask spills over {spill:.4f} of the sector's area"
+    assert spill <= 0.04, f"{kind}: mask spills over {spill:.4f} of the sector's area"
 
 
 def test_dark_edge_of_the_sector_is_kept():

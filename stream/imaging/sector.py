@@ -263,7 +263,9 @@ def _best_blob_model(small: np.ndarray, level: float, textured: np.ndarray, p: S
 def _fit(blob: np.ndarray, p: SectorParams) -> _Model:
     """Fit a fan or rectangle model to one blob (working scale)."""
     hs, ws = blob.shape
-    pts = cv2.findNonZero(blob)
+    # the hull of the outer contour is the hull of the blob, from a few hundred points
+    contours, _ = cv2.findContours(blob, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.vstack(contours)
     hull = cv2.convexHull(pts)
     hull_small = np.zeros_like(blob)
     cv2.fillConvexPoly(hull_small, hull, 1)

@@ -1,10 +1,12 @@
 """Keep the sector across frames; re-detect only when the screen layout may have changed.
 
-The sector changes only when the operator changes depth, zoom or probe. Detecting it costs a
-few milliseconds, so per frame only a cheap check runs on a coarse (about 80 px wide) copy of
-the frame: does signal appear in a ring just outside the current sector (the sector grew or
-moved)? Every ``redetect_every`` frames, and whenever the ring check fires, the full detector
-runs and its answer is compared with the current sector:
+The sector changes only when the operator changes depth, zoom or probe. Detecting it costs
+tens of milliseconds, so per frame only a cheap check runs on a coarse (about 80 px wide)
+copy of the frame: does signal appear in a ring just outside the current sector (it grew or
+moved), or does a band just inside its edge show empty screen (it shrank)? When a check
+fires, and as a safety net every ``redetect_every`` frames, the full detector runs and its
+answer is compared with the current sector (after a false alarm, such as a lifted probe,
+the checks rest for ``backoff`` frames):
 
 * same sector (IoU >= ``same_iou``): nothing changes;
 * the new sector reaches outside the old one: the layout changed, take it now;
@@ -40,13 +42,15 @@ class SectorTracker:
         coarse_px: long side of the coarse image used by the per-frame check (px).
     """
 
-    def __init__(self, params: SectorParams | None = None, *, redetect_every: int = 30,
-                 same_iou: float = 0.9, grow_frac: float = 0.3, shrink_confirm: int = 2,
-                 coarse_px: int = 80):
+    def __init__(self, params: SectorParams | None = None, *, redetect_every: int = 300,
+                 same_iou: float = 0.9, grow_frac: float = 0.3, empty_frac: float = 0.6,
+                 shrink_confirm: int = 2, backoff: int = 15, coarse_px: int = 80):
         self.params = params or SectorParams()
         self.redetect_every = redetect_every
         self.same_iou = same_iou
         self.grow_frac = grow_frac
+        self.empty_frac = empty_frac
+        self.backoff = backoff
         self.shrink_confirm = shrink_confirm
         self.coarse_px = coarse_px
         self.detections = 0  # full detections run (for tests and benchmarks)
@@ -57,7 +61,9 @@ class SectorTracker:
         self.geometry: SectorGeometry | None = None
         self._since = 0
         self._pending_shrink = 0
+        self._quiet = 0
         self._ring: np.ndarray | None = None  # flat indices into the coarse image
+        self._rim: np.ndarray | None = None
         self._coarse_shape: tuple[int, int] = (0, 0)
 
     def update(self, gray: np.ndarray) -> tuple[SectorGeometry | None, bool]:
@@ -79,13 +85,19 @@ class SectorTracker:
                 self._adopt(new, gray)
             return self.geometry, had or new is not None
         self._since += 1
+        self._quiet = max(0, self._quiet - 1)
         scheduled = self.redetect_every > 0 and self._since >= self.redetect_every
-        if not (scheduled or self._pending_shrink or self._ring_fires(gray)):
-            return g, False
+        if not (scheduled or self._pending_shrink):
+            fired = self._rings_fire(gray)
+            # growth is never a false alarm; an empty rim may be a lifted probe: rest after one
+            if fired is None or (fired == "empty" and self._quiet):
+                return g, False
         self._since = 0
         new = self._detect(gray)
         if new is None or mask_iou(new.mask, g.mask) >= self.same_iou:
+            # a false alarm (lost contact, a dark frame): do not re-detect on every frame
             self._pending_shrink = 0
+            self._quiet = self.backoff
             return g, False
         outside = np.count_nonzero((new.mask > 0) & (g.mask == 0)) / max(new.area_px, 1)
         if outside > 0.02:
@@ -93,6 +105,7 @@ class SectorTracker:
             return new, True
         if not self._given_up_is_background(gray, g, new):
             self._pending_shrink = 0
+            self._quiet = self.backoff
             return g, False
         self._pending_shrink += 1
         if self._pending_shrink >= self.shrink_confirm:
@@ -128,14 +141,28 @@ class SectorTracker:
         self._bg = background_level(coarse)
         ring &= coarse <= self._bg + 2 * self.params.threshold_grey
         self._ring = np.flatnonzero(ring)
+        # the rim: a band just inside the sector's edge; empty screen there means it shrank
+        core = cv2.erode(m.astype(np.uint8), k, iterations=1)
+        rim = (core > 0) & (cv2.erode(m.astype(np.uint8), k, iterations=3) == 0)
+        self._rim = np.flatnonzero(rim)
         self._coarse_shape = (hs, ws)
 
-    def _ring_fires(self, gray: np.ndarray) -> bool:
-        if self._ring is None or self._ring.size < 8:
-            return False
-        vals = self._coarse(gray).ravel()[self._ring]
-        on = np.count_nonzero(vals > self._bg + 2 * self.params.threshold_grey)
-        return on > self.grow_frac * self._ring.size
+    def _rings_fire(self, gray: np.ndarray) -> str | None:
+        """"grow" when signal appeared just outside the sector, "empty" when the band just
+        inside its edge shows bare screen, else None."""
+        if self._ring is None:
+            return None
+        coarse = self._coarse(gray).ravel()
+        level = self._bg + 2 * self.params.threshold_grey
+        if self._ring.size >= 8:
+            on = np.count_nonzero(coarse[self._ring] > level)
+            if on > self.grow_frac * self._ring.size:
+                return "grow"
+        if self._rim is not None and self._rim.size >= 8:
+            empty = np.count_nonzero(coarse[self._rim] <= self._bg + 1)
+            if empty > self.empty_frac * self._rim.size:
+                return "empty"
+        return None
 
     def _given_up_is_background(self, gray: np.ndarray, old: SectorGeometry,
                                 new: SectorGeometry) -> bool:

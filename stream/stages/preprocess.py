@@ -38,8 +38,8 @@ class PreprocessStage(Stage):
     Config keys (see ``defaults``): ``work_px``, ``threshold_grey``, ``margin_px`` (sector
     detector, :class:`~sonoflow.stream.imaging.sector.SectorParams`); ``redetect_every``
     (frames between scheduled re-detections); ``ruler`` (read the on-screen depth ruler when
-    the source has no spacing), ``ruler_tick_mm``, ``ruler_retries`` (frames, spaced by
-    ``redetect_every``, on which a missing ruler is searched again); ``speckle_filter``
+    the source has no spacing), ``ruler_tick_mm``, ``ruler_retries`` (frames, 30 apart, on
+    which a ruler not found yet is searched again); ``speckle_filter``
     (one of :data:`SPECKLE_FILTERS`) and ``normalize`` (one of :data:`NORMALIZERS`) for
     ``model_input``.
     """
@@ -49,7 +49,7 @@ class PreprocessStage(Stage):
         "work_px": 320,
         "threshold_grey": 2.5,
         "margin_px": 2,
-        "redetect_every": 30,
+        "redetect_every": 300,
         "ruler": True,
         "ruler_tick_mm": 10.0,
         "ruler_retries": 5,
@@ -175,7 +175,7 @@ class PreprocessStage(Stage):
             self._ruler_wait -= 1
             return
         self._ruler_tries += 1
-        self._ruler_wait = self.config["redetect_every"]
+        self._ruler_wait = 30  # frames between searches for a ruler not found yet
         self._ruler, self._ruler_note = find_depth_ruler(gray, geom.mask, geom.xyxy_px,
                                                          self.ruler_params)
 
