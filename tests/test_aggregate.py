@@ -202,3 +202,24 @@ def test_short_tracks_are_not_reported():
     case = fx.run_stages(packets, track_config={"min_hits": 2},
                          aggregate_config={"min_track_frames": 5})[2].header.case
     assert case["lesions"] == []
+
+
+def test_model_provenance_reads_full_hash_and_synthetic_flag_from_cards(tmp_path):
+    from sonoflow.models.card import InputSpec, ModelCard, file_sha256
+    from sonoflow.stream.aggregation.case import model_provenance
+
+    onnx = tmp_path / "frame-v9-int8.onnx"
+    onnx.write_bytes(b"not really onnx, only hashed")
+    sha = file_sha256(onnx)
+    ModelCard(id="frame-v9", task="frame", precision="int8",
+              input=InputSpec(name="image", shape=[1, 1, 256, 256]),
+              outputs={"heatmap": "(1, 1, 64, 64) lesion centres"}, synthetic_only=True,
+              sha256=sha).save(tmp_path / "frame-v9-int8.card.json")
+    models, synthetic = model_provenance({"frame-v9": sha[:12], "unknown-v1": "abc"}, "fp32",
+                                         search=[tmp_path])
+    assert synthetic is True
+    assert models[0] == {"id": "frame-v9", "sha256": sha, "precision": "int8",
+                         "synthetic_only": True}
+    assert models[1] == {"id": "unknown-v1", "sha256": "abc", "precision": None,
+                         "synthetic_only": None}
+    assert model_provenance({"unknown-v1": "abc"}, "fp32", search=[tmp_path])[1] is None

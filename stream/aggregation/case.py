@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -103,7 +104,8 @@ def frame_counts(statuses: Iterable[str], seqs: Iterable[int], last_seq: int | N
     return {"total": sum(out.values()), **out}
 
 
-def model_provenance(models: Mapping[str, str], precision: str) -> tuple[list[dict], bool | None]:
+def model_provenance(models: Mapping[str, str], precision: str,
+                     search: list[Path] | None = None) -> tuple[list[dict], bool | None]:
     """Full model ids and hashes for case.json, and whether they are synthetic-only.
 
     ``InferResult.models`` carries ``id -> sha256[:12]``; the full digest and the training-data
@@ -113,27 +115,33 @@ def model_provenance(models: Mapping[str, str], precision: str) -> tuple[list[di
     Args:
         models: model id -> (short) sha256, as seen in the frames.
         precision: the precision the frames were run at (``InferResult.precision``).
+        search: folders holding the artifacts; default the shipped ``models/weights``.
 
     Returns:
         ``([{"id", "sha256", "precision", "synthetic_only"}...], synthetic)`` where ``synthetic``
         is True if any card says synthetic-only, False if all cards say otherwise, None if no
         card was found.
     """
+    from sonoflow.models.card import PRECISIONS
     from sonoflow.models.errors import ModelError
     from sonoflow.models.registry import resolve
 
     out, flags = [], []
     for model_id, short in sorted(models.items()):
-        entry = {"id": model_id, "sha256": short, "precision": precision or None,
-                 "synthetic_only": None}
-        try:
-            _, card = resolve(model_id, precision or "fp32")
-        except ModelError:
-            card = None  # not a shipped model (e.g. a training run's export); keep short hash
-        if card is not None and (not card.sha256 or card.sha256.startswith(short)):
-            entry["sha256"] = card.sha256 or short
-            entry["synthetic_only"] = bool(card.synthetic_only)
-            flags.append(bool(card.synthetic_only))
+        entry = {"id": model_id, "sha256": short, "precision": None, "synthetic_only": None}
+        # the frame network and the classifier may run at different precisions: take the
+        # card whose file hash matches the one the frames carried
+        tried = [precision] if precision in PRECISIONS else []
+        for prec in [*tried, *(p for p in PRECISIONS if p not in tried)]:
+            try:
+                _, card = resolve(model_id, prec, search)
+            except ModelError:
+                continue  # not shipped at this precision (or a training run's export)
+            if card.sha256 and card.sha256.startswith(short):
+                entry.update(sha256=card.sha256, precision=card.precision,
+                             synthetic_only=bool(card.synthetic_only))
+                flags.append(bool(card.synthetic_only))
+                break
         out.append(entry)
     synthetic = any(flags) if flags else None
     return out, synthetic
