@@ -390,6 +390,9 @@ def test_zmq_garbage_packet_fails_alone_and_fatal_error_ends(tmp_path):
     got = []
     try:
         push.send_multipart([b"frame/x", b"\xc1 not msgpack"])
+        bad_tb = m.FrameHeader(stream_id="x", seq=0, frame_index=0, pts=0, time_base=(1, 0),
+                               capture_ns=0, pixel_format="gray8")
+        push.send_multipart(m.encode(m.Packet(bad_tb, {"image": np.zeros((4, 4), np.uint8)})))
         h = m.FrameHeader(stream_id="x", seq=1, frame_index=1, pts=1, time_base=(1, 25),
                           capture_ns=0, pixel_format="gray8")
         push.send_multipart(m.encode(m.Packet(h, {"image": np.zeros((4, 4), np.uint8)})))
@@ -403,8 +406,9 @@ def test_zmq_garbage_packet_fails_alone_and_fatal_error_ends(tmp_path):
         src.close()
         push.close()
         ctx.term()
-    assert [f.image is None for f in got] == [True, False]
+    assert [f.image is None for f in got] == [True, True, False]
     assert "undecodable packet" in got[0].error
+    assert "time_base [1, 0] is not positive" in got[1].error
     assert "fatal error (DeviceLost): probe unplugged" in info.value.problem
 
 

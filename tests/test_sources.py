@@ -319,6 +319,15 @@ def test_metaimage_sequence_with_timestamps(tmp_path, compressed, raw_file):
     assert src.calibration.mm_per_px is None  # ElementSpacing not trusted by default
 
 
+def test_mhd_raw_with_header_size(tmp_path):
+    stack = np.stack([ramp_frame(i, 5, 6) for i in range(3)])
+    (tmp_path / "s.raw").write_bytes(b"VENDORHDR" + stack.tobytes())
+    (tmp_path / "s.mhd").write_text("NDims = 3\nDimSize = 6 5 3\nElementType = MET_UCHAR\n"
+                                    "HeaderSize = 9\nElementDataFile = s.raw\n")
+    frames = read(open_source(str(tmp_path / "s.mhd")))
+    assert [int(f.image[0, 0]) for f in frames] == [20, 30, 40]
+
+
 def test_metaimage_ushort_rgba_and_trusted_spacing(tmp_path):
     stack = np.zeros((2, 4, 5, 4), np.uint16)
     stack[..., 0] = 65535
@@ -440,7 +449,8 @@ def test_zmq_source_ends_on_idle_timeout_and_counts_gaps(tmp_path):
 
 
 @pytest.mark.parametrize("spec,kind", [
-    ("sim:seed=1,frames=3", "sim"), ("zmq:tcp://127.0.0.1:5555", "zmq"),
+    ("sim:seed=1,frames=3", "sim"), ("pattern:frames=3", "pattern"),
+    ("zmq:tcp://127.0.0.1:5555", "zmq"),
     ("camera:0", "camera"), ("/dev/video2", "camera"), ("a/b/clip.MP4", "video"),
     ("x.webm", "video"), ("x.m4v", "video"), ("seq.igs.mha", "metaimage"), ("v.mhd", "metaimage"),
     ("scan.DCM", "dicom"), ("rec.npz", "npz"),

@@ -200,6 +200,10 @@ class MetaImageSource(Source):
             if not self._data_path.exists():
                 raise SourceError(str(p), f"data file {self._data_path} named by "
                                           "ElementDataFile is missing")
+            header_size = int(fields.get("HeaderSize", "0"))
+            if header_size == -1 and not self._compressed:  # data is the tail of the file
+                header_size = self._data_path.stat().st_size - n * self._frame_bytes()
+            self._data_offset = max(header_size, 0)
         if not self._compressed:
             need = n * self._frame_bytes()
             have = self._data_path.stat().st_size - self._data_offset

@@ -4,6 +4,7 @@ Accepted specs (checked in this order):
 
 ============================  ===============================================================
 ``sim:seed=1,frames=90,...``  the simulator (``sonoflow.stream.sources.sim.SimSource``)
+``pattern:frames=100,...``    a synthetic test pattern (transport tests and benchmarks)
 ``zmq:tcp://host:port``       an external producer pushing our wire format (also ``zmq:ipc://``)
 ``camera:N``, ``/dev/videoN`` a camera or capture card through OpenCV / V4L2
 a folder                      its png/jpg/bmp/tif images in natural order
@@ -30,8 +31,9 @@ from sonoflow.stream.sources.base import Source
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
 METAIMAGE_EXTENSIONS = (".mha", ".mhd")
 
-ACCEPTED = ("sim:<key=value,...> (simulator)", "zmq:tcp://HOST:PORT or zmq:ipc:///PATH "
-            "(external producer)", "camera:N or /dev/videoN (camera / capture card)",
+ACCEPTED = ("sim:<key=value,...> (simulator)", "pattern:<key=value,...> (test pattern)",
+            "zmq:tcp://HOST:PORT or zmq:ipc:///PATH (external producer)",
+            "camera:N or /dev/videoN (camera / capture card)",
             "a folder of png/jpg/bmp/tif images", ".mha/.mhd (MetaImage/PLUS)",
             ".dcm or any DICOM Part-10 file (DICOM)", ".npz (recorded arrays)",
             f"{'/'.join(e[1:] for e in VIDEO_EXTENSIONS)} (video)")
@@ -53,7 +55,7 @@ def source_kind(spec: str) -> str:
         spec: the source string.
 
     Returns:
-        One of ``"sim"``, ``"zmq"``, ``"camera"``, ``"images"``, ``"metaimage"``, ``"dicom"``,
+        One of ``"sim"``, ``"pattern"``, ``"zmq"``, ``"camera"``, ``"images"``, ``"metaimage"``, ``"dicom"``,
         ``"npz"``, ``"video"``.
 
     Raises:
@@ -65,6 +67,8 @@ def source_kind(spec: str) -> str:
 
     if spec.startswith("sim:"):
         return "sim"
+    if spec.startswith("pattern:"):
+        return "pattern"
     if spec.startswith("zmq:"):
         return "zmq"
     if parse_device(spec) is not None:
@@ -113,6 +117,10 @@ def open_source(spec: str, **options: Any) -> Source:
     if kind == "sim":
         cls = _load("sonoflow.stream.sources.sim", "SimSource")
         args: tuple = (spec,)
+    elif kind == "pattern":
+        from sonoflow.stream.sources.pattern import PatternSource
+
+        cls, args = PatternSource, (spec,)
     elif kind == "zmq":
         from sonoflow.stream.sources.zmq_producer import ZmqSource
 

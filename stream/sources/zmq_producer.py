@@ -175,9 +175,12 @@ class ZmqSource(Source):
                 extra["spacing_source"] = header.spacing_source
             tb = (int(header.time_base[0]), int(header.time_base[1]))
             image = packet.arrays.get("image")
-            if header.status == "failed" or image is None:
-                why = header.error or ("frame packet has no 'image' buffer (buffers: "
-                                       f"{sorted(packet.arrays)})")
+            bad_tb = tb[0] <= 0 or tb[1] <= 0
+            if header.status == "failed" or image is None or bad_tb:
+                why = header.error or (f"time_base {list(tb)} is not positive [num, den]"
+                                       if bad_tb else "frame packet has no 'image' buffer "
+                                       f"(buffers: {sorted(packet.arrays)})")
+                tb = (1, 1) if bad_tb else tb
                 yield SourceFrame(image=None, frame_index=index, pts=int(header.pts),
                                   time_base=tb, extra=extra, error=f"producer: {why}")
                 index += 1
