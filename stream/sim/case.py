@@ -249,7 +249,7 @@ def _sample_probe(seed: int, o: dict[str, Any]) -> Probe:
     dr = float(rng.uniform(52.0, 72.0))
     gamma = float(rng.uniform(1.0, 1.35))
     axial = float(rng.uniform(0.55, 0.85))
-    lateral = float(rng.uniform(0.8, 1.2))
+    lateral = float(rng.uniform(0.7, 1.0))
     focus = float(rng.uniform(0.4, 0.65))
     radius = float(rng.uniform(45.0, 60.0))
     half_angle = float(rng.uniform(32.0, 38.0))

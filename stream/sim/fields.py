@@ -153,8 +153,9 @@ class SpeckleField:
 class TextureField:
     """World-locked smooth Gaussian textures: liver texture and portal-tract specks.
 
-    Channels: ``0`` liver texture (correlation ``corr_mm``), ``1`` fine speck field (0.6 mm).
-    Both unit variance, blended across elevation layers 4 mm apart.
+    Channels: ``0`` liver texture (correlation ``corr_mm``), ``1`` fine speck field (0.6 mm),
+    ``2`` coarse heterogeneity (6 mm). All unit variance, blended across elevation layers 4 mm
+    apart.
 
     Args:
         seed: clip seed.
@@ -182,14 +183,14 @@ class TextureField:
         rng = stream_rng(self.seed, "texture-layer", k)
         tex = self._smooth(rng, self.corr_mm / TEXTURE_GRID_MM / 2.0)
         dots = self._smooth(rng, 0.6 / TEXTURE_GRID_MM / 2.0)
-        return np.dstack([tex, dots])
+        coarse = self._smooth(rng, 6.0 / TEXTURE_GRID_MM / 2.0)
+        return np.dstack([tex, dots, coarse])
 
-    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float) -> tuple[np.ndarray,
-                                                                                np.ndarray]:
-        """Texture and speck fields at the given liver-frame points.
+    def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float) -> np.ndarray:
+        """Texture, speck and coarse fields at the given liver-frame points.
 
         Returns:
-            ``(texture, specks)``, each shaped like ``x_mm``, float32, unit variance.
+            ``(*x_mm.shape, 3)`` float32, channels as in the class docstring.
         """
         g = TEXTURE_GRID_MM
         t = y_mm / TEXTURE_LAYER_MM
@@ -204,4 +205,4 @@ class TextureField:
                       borderMode=cv2.BORDER_REFLECT)
         mixed = cv2.addWeighted(a, math.cos(0.5 * math.pi * frac), b,
                                 math.sin(0.5 * math.pi * frac), 0.0)
-        return mixed[..., 0], mixed[..., 1]
+        return mixed

@@ -227,6 +227,7 @@ def draw_lesion(les: Lesion, ctx: FrameContext, maps: SceneMaps) -> bool:
     shell = np.abs(cut.reff - 1.0) < 3.0 * w_rel
     graze = (1.0 - cut.nb) ** 2
     a_liver = ctx.liver_alpha
+    coh[inside] = 0.0  # a lesion displaces what was drawn before it (vessel walls, specks)
     if les.cls == "cyst":
         b[inside] = lv["lumen_db"]
         al[inside] = 0.02

@@ -140,7 +140,7 @@ class Renderer:
         self.k_ax = _gauss_kernel(p.axial_fwhm_mm / grid.dd_mm)
         lat_cells = math.radians(p.lateral_fwhm_deg) / grid.dtheta_rad
         self.k_lat_n = _gauss_kernel(lat_cells)
-        self.k_lat_w = _gauss_kernel(lat_cells * 1.7)
+        self.k_lat_w = _gauss_kernel(lat_cells * 1.5)
         self.w_focus = np.clip(np.abs(d - p.focus_mm) / p.focus_mm, 0.0, 1.0).astype(np.float32)
         self.noise_amp = None if im.noise_db is None else 10 ** (im.noise_db / 20.0)
         self.ringdown = sum(0.8 ** k * np.exp(-0.5 * ((d - 1.6 * k) / 0.3) ** 2)
@@ -174,9 +174,12 @@ class Renderer:
         case, g = self.case, self.grid
         L, S = g.n_lines, g.n_samples
         ctx = self.context(pose)
-        tex, specks = self.texture.sample(ctx.x_mm, ctx.z_mm, pose.yp_mm)
+        fields = self.texture.sample(ctx.x_mm, ctx.z_mm, pose.yp_mm)
         liv = case.liver
-        ctx.liver_b_db = np.float32(liv.backscatter_db) + np.float32(liv.texture_db) * tex
+        ctx.liver_b_db = np.float32(liv.backscatter_db) + np.float32(liv.texture_db) * fields[..., 0]
+        if liv.coarse_db > 0:
+            ctx.liver_b_db += np.float32(liv.coarse_db) * fields[..., 2]
+        specks = fields[..., 1]
         # Capsule depth along each line: wall base + nodularity of the liver surface.
         cap = self.wall.cap_base_mm
         if self.nodularity.table is not None:

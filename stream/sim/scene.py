@@ -94,9 +94,13 @@ class StaticWall:
             dv = grid.v_mm - rib.v_mm
             dist = np.sqrt(du * du + dv * dv)
             inside = dist < rib.radius_mm
-            # Bright anterior arc: the bone surface facing the probe.
+            # Bright anterior arc: the bone surface facing the probe, strongest where the
+            # surface is normal to the beam (specular).
             front = (dv < 0) & (np.abs(dist - rib.radius_mm) < 1.2)
-            coh[front] += (6.0 * smooth_band(dist[front], rib.radius_mm, 0.4))
+            facing = np.clip(-(du * np.sin(grid.theta_rad)[:, None]
+                               + (dv + 0.0) * np.cos(grid.theta_rad)[:, None]) / (dist + 1e-6),
+                             0.0, 1.0)
+            coh[front] += (6.0 * facing[front] ** 3 * smooth_band(dist[front], rib.radius_mm, 0.4))
             al[inside] = 60.0
             b[inside] = 6.0
             tis[inside] = T["rib"]

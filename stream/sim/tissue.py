@@ -31,6 +31,7 @@ class Liver:
         nodularity_mm: capsule surface nodularity amplitude.
         cutoffs_db_cm_mhz: steatosis cut-offs used to bin the attenuation.
         portal_specks: sparse bright portal-tract specks (off in homogeneous phantoms).
+        coarse_db: large-scale (6 mm) heterogeneity of the parenchyma, dB.
     """
 
     steatosis_grade: int
@@ -42,6 +43,7 @@ class Liver:
     nodularity_mm: float
     cutoffs_db_cm_mhz: tuple[float, float, float]
     portal_specks: bool = True
+    coarse_db: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def sample_liver(seed: int, o: dict[str, Any]) -> Liver:
     stage = int(rng.choice(5, p=[0.35, 0.2, 0.15, 0.15, 0.15]))
     u_att = float(rng.random())
     bs_noise = float(rng.normal(0.0, 1.0))
+    coarse = float(rng.uniform(0.8, 2.0))
     classes = o.get("lesion_classes") or ()
     if o.get("steatosis_grade") is not None:
         grade = int(o["steatosis_grade"])
@@ -167,7 +170,8 @@ def sample_liver(seed: int, o: dict[str, Any]) -> Liver:
                  texture_db=0.0 if homog else config.FIBROSIS_TEXTURE_DB[stage],
                  texture_corr_mm=config.FIBROSIS_TEXTURE_CORR_MM[stage],
                  nodularity_mm=config.FIBROSIS_NODULARITY_MM[stage],
-                 cutoffs_db_cm_mhz=cutoffs, portal_specks=not homog)  # type: ignore[arg-type]
+                 cutoffs_db_cm_mhz=cutoffs, portal_specks=not homog,
+                 coarse_db=0.0 if homog else coarse + 0.3 * stage)  # type: ignore[arg-type]
 
 
 def sample_wall(seed: int, liver: Liver, homogeneous: bool = False) -> Wall:
