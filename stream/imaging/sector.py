@@ -342,11 +342,11 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
         filled = r_max[np.isfinite(r_max)]
         if central.size == 0 or filled.size == 0:
             return None
-        # whole working pixels: the boundary lies half a pixel beyond the centres
+        # partly covered working pixels are "on": pixel centres bound the sector
         if r_out_fit is None:
-            r_out_fit = float(np.percentile(filled, 80)) + 0.5
+            r_out_fit = float(np.percentile(filled, 80))
         if r_in_fit is None:
-            r_in_fit = float(np.median(central)) - 0.5
+            r_in_fit = float(np.median(central))
     r_in, r_out = r_in_fit, r_out_fit
     if r_out <= 0 or r_in >= r_out:
         return None
@@ -355,12 +355,14 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
     # sample is screen, not image (IDs are often printed right there)
     r_in = max(r_in, 0.0)
     if edges is not None:
-        # edge angles from the apex: median over the hull's boundary rows; the boundary is
-        # half a pixel outside the outermost pixel centres
+        # edge angles from the apex: median over the hull's boundary rows. The signal
+        # threshold is far below speckle level, so a working pixel only partly inside the
+        # sector is already "on": the outermost pixel centres lie on (or just outside) the
+        # true edge, and no half-pixel is added
         rows, left, right = edges
         dy = np.maximum(rows - ay, 1e-6)
-        lo = float(np.median(np.arctan2(left - 0.5 - ax, dy)))
-        hi = float(np.median(np.arctan2(right + 0.5 - ax, dy)))
+        lo = float(np.median(np.arctan2(left - ax, dy)))
+        hi = float(np.median(np.arctan2(right - ax, dy)))
         angles = (lo, hi)
     else:
         half = 0.5 / max(r_out, 1.0)
@@ -399,9 +401,9 @@ def _fit_arcs(blob: np.ndarray, ax: float, ay0: float, max_angle: float
     ok_t = (top > 3) & central_t
     ok_b = (bot < hs - 4) & central_b
     if ok_t.sum() >= 6:
-        groups.append(("in", x[ok_t], top[ok_t] - 0.5))
+        groups.append(("in", x[ok_t], top[ok_t]))
     if ok_b.sum() >= 6:
-        groups.append(("out", x[ok_b], bot[ok_b] + 0.5))
+        groups.append(("out", x[ok_b], bot[ok_b]))
     if len(groups) < 2:
         return None  # one short arc cannot fix the apex height: keep the lines' apex
     keep = [np.ones(len(g[1]), bool) for g in groups]
