@@ -57,6 +57,10 @@ def test_same_seed_gives_bit_identical_frames_and_truth():
         assert np.array_equal(fa.tissue, fb.tissue)
         assert json.dumps(fa.truth, sort_keys=True) == json.dumps(fb.truth, sort_keys=True)
     assert sample_case(77).truth() == sample_case(77).truth()
+    with_threads = list(simulate_clip(sample_case(77, events=True), n_frames=8, height=H,
+                                      width=W, workers=2))
+    assert all(np.array_equal(fa.image, fw.image) and fa.truth == fw.truth
+               for fa, fw in zip(a, with_threads, strict=True))
     c = _clip(sample_case(78, events=True), 1)
     assert not np.array_equal(a[0].image, c[0].image)
 

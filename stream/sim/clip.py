@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -53,13 +55,17 @@ class ClipRenderer:
         height, width: output size (even numbers >= 64).
         fps: frame rate.
         keep_beam: attach beam-space internals to each frame.
+        workers: render threads. With 2, the next frames are rendered ahead on a second core
+            while the caller consumes the current one (OpenCV and numpy release the GIL in the
+            heavy calls); each thread has its own renderer, and output is bit-identical to
+            ``workers=1``. Call :meth:`close` (or use ``with``) to stop the threads.
 
     Raises:
-        ConfigError: size or fps out of range.
+        ConfigError: size, fps or workers out of range.
     """
 
     def __init__(self, case, n_frames: int | None, height: int, width: int, fps: float,
-                 keep_beam: bool = False):
+                 keep_beam: bool = False, workers: int = 1):
         if height < 64 or width < 64 or height > 2048 or width > 2048:
             raise ConfigError(f"simulate_clip: size {height}x{width} out of range; expected "
                               "64..2048 pixels per side")
@@ -67,6 +73,8 @@ class ClipRenderer:
             raise ConfigError(f"simulate_clip: fps must be > 0, got {fps}")
         if n_frames is not None and n_frames < 0:
             raise ConfigError(f"simulate_clip: n_frames must be >= 0, got {n_frames}")
+        if not 1 <= workers <= 8:
+            raise ConfigError(f"simulate_clip: workers must be 1..8, got {workers}")
         self.case = case
         self.n_frames = n_frames
         self.fps = float(fps)
@@ -84,13 +92,57 @@ class ClipRenderer:
         self.sector_mask = self.scan.sector_mask
         self.sector_mask.setflags(write=False)
         self._sector_u8 = np.where(self.sector_mask, np.uint8(255), np.uint8(0))
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[int, Future] = {}
+        self._free: queue.Queue = queue.Queue()
+        self._free.put(self.renderer)
+        if workers > 1:
+            for _ in range(workers - 1):
+                self._free.put(Renderer(case, height, width))
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sim-render")
+        self._ahead = 2 * workers
+
+    def close(self) -> None:
+        """Stop the render threads (no-op with one worker)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pending.clear()
+
+    def __enter__(self) -> ClipRenderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _render(self, i: int, ev: FrameEvents):
+        r = self._free.get()
+        try:
+            return r.render(pose_at(self.case, i, self.fps, jerk_mm=ev.jerk_mm), i, ev,
+                            keep_beam=self.keep_beam)
+        finally:
+            self._free.put(r)
+
+    def _rendered(self, i: int, ev: FrameEvents):
+        """Frame ``i`` rendered (from a render-ahead thread when there is a pool)."""
+        if self._pool is None:
+            return self._render(i, ev)
+        for j in range(i, i + self._ahead):
+            if j in self._pending or (self.n_frames is not None and j >= self.n_frames):
+                continue
+            evj = self.events_at(j)
+            if not (evj.black or (evj.frozen and j > 0)):
+                self._pending[j] = self._pool.submit(self._render, j, evj)
+        fut = self._pending.pop(i, None)
+        return fut.result() if fut is not None else self._render(i, ev)
 
     def events_at(self, i: int) -> FrameEvents:
         if self._block_len == 0:
             return FrameEvents()
         b = i // self._block_len
         if b not in self._events:
-            self._events = {b: plan_block(self.case, b, self._block_len)}
+            self._events = {k: v for k, v in self._events.items() if k >= b - 1}
+            self._events[b] = plan_block(self.case, b, self._block_len)
         return self._events[b][i - b * self._block_len]
 
     def frame(self, i: int) -> SimFrame:
@@ -123,7 +175,7 @@ class ClipRenderer:
                          sector_mask=self.sector_mask, ui_text_mask=self._no_ui, truth=truth)
             self._prev = f
             return f
-        r = self.renderer.render(pose, i, ev, keep_beam=self.keep_beam)
+        r = self._rendered(i, ev)
         grey = r.grey
         pers = case.imaging.persistence
         if pers > 0 and self._prev_grey is not None:
@@ -147,7 +199,8 @@ class ClipRenderer:
 
 
 def simulate_clip(case, n_frames: int | None = 90, height: int = 480, width: int = 640,
-                  fps: float = 30.0, keep_beam: bool = False) -> Iterator[SimFrame]:
+                  fps: float = 30.0, keep_beam: bool = False,
+                  workers: int = 1) -> Iterator[SimFrame]:
     """Render a clip frame by frame.
 
     Args:
@@ -156,6 +209,7 @@ def simulate_clip(case, n_frames: int | None = 90, height: int = 480, width: int
         height, width: output size in pixels.
         fps: frame rate (sets motion per frame).
         keep_beam: attach beam-space internals (``SimFrame.beam``) for tests.
+        workers: render threads (2 renders ahead on a second core; same output).
 
     Yields:
         :class:`SimFrame`, in order. The same case and arguments give bit-identical frames.
@@ -163,8 +217,9 @@ def simulate_clip(case, n_frames: int | None = 90, height: int = 480, width: int
     Raises:
         ConfigError: size, fps or frame count out of range.
     """
-    clip = ClipRenderer(case, n_frames, height, width, fps, keep_beam=keep_beam)
-    i = 0
-    while n_frames is None or i < n_frames:
-        yield clip.frame(i)
-        i += 1
+    with ClipRenderer(case, n_frames, height, width, fps, keep_beam=keep_beam,
+                      workers=workers) as clip:
+        i = 0
+        while n_frames is None or i < n_frames:
+            yield clip.frame(i)
+            i += 1

@@ -2,7 +2,8 @@
 
 Spec: ``sim:seed=S,frames=F,fps=30,width=640,height=480,ui=1,events=1`` (every key optional;
 ``frames=0`` streams without end). Further case keys: ``steatosis=0..3``, ``fibrosis=0..4``,
-``lesions=0..8``, ``depth=120..200`` (mm). Frames carry their exact ground truth in
+``lesions=0..8``, ``depth=120..200`` (mm); ``workers=2`` renders ahead on a second core
+(same frames). Frames carry their exact ground truth in
 ``SourceFrame.extra["sim"]`` (the frame's entry of the ground-truth JSON) and the source's
 calibration is the simulator's own mm/px (``source == "simulator"``).
 """
@@ -17,7 +18,8 @@ from sonoflow.stream.sources.base import Calibration, Source, SourceFrame
 from sonoflow.stream.sources.pattern import parse_options
 
 _KEYS = {"seed": int, "frames": int, "fps": float, "width": int, "height": int, "ui": int,
-         "events": int, "steatosis": int, "fibrosis": int, "lesions": int, "depth": float}
+         "events": int, "steatosis": int, "fibrosis": int, "lesions": int, "depth": float,
+         "workers": int}
 _CASE_KEYS = {"steatosis": "steatosis_grade", "fibrosis": "fibrosis_stage",
               "lesions": "n_lesions", "depth": "depth_mm"}
 
@@ -38,7 +40,7 @@ class SimSource(Source):
     def __init__(self, spec: str = "sim:", **options):
         self.spec = spec
         o: dict = {"seed": 0, "frames": 300, "fps": 30.0, "width": 640, "height": 480, "ui": 1,
-                   "events": 1}
+                   "events": 1, "workers": 1}
         o.update(parse_options(spec, "sim:", _KEYS))
         unknown = sorted(set(options) - set(_KEYS))
         if unknown:
@@ -69,10 +71,14 @@ class SimSource(Source):
             self._case = sample_case(o["seed"], ui=bool(o["ui"]), events=bool(o["events"]),
                                      **overrides)
             self._clip = ClipRenderer(self._case, self.frame_count, o["height"], o["width"],
-                                      self.fps)
+                                      self.fps, workers=int(o["workers"]))
         except ConfigError as e:
             raise SourceError(self.spec, f"cannot build the simulated case: {e}") from e
         self.calibration = Calibration(self._case.mm_per_px(o["height"], o["width"]), "simulator")
+
+    def close(self) -> None:
+        if self._clip is not None:
+            self._clip.close()
 
     @property
     def case(self):
