@@ -1,0 +1,126 @@
+"""Frame-network compression benchmark: fp32 vs INT8 vs pruned fp32 vs pruned INT8 (ONNX
+Runtime CPU) vs torch eager, on ONE thread, latency p50/p99 and held-out metrics, measured
+side by side in one run.
+
+Latency: the variants are timed round-robin (one call each per round, ``--rounds`` rounds
+after ``--warmup``) on held-out simulator frames, so a load change on this shared machine hits
+every variant alike. Metrics: the held-out split of the config (seeds never used in training),
+good-quality frames, at each artifact's shipped heatmap threshold and at <= 0.1 FP/frame.
+
+    .venv/bin/python benchmarks/bench_models.py --out benchmarks/results/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+
+def percentile_ms(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples) * 1e3
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+            "mean": float(a.mean()), "n": int(a.size)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=Path("training/configs/frame.toml"))
+    p.add_argument("--weights", type=Path, default=None, help="default: models/weights")
+    p.add_argument("--id", default="frame-v1")
+    p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--no-metrics", action="store_true", help="latency only")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/models"))
+    args = p.parse_args(argv)
+
+    import torch
+
+    from sonoflow.models import registry, runtime
+    from sonoflow.models.errors import ModelError
+    from sonoflow.training.tasks import frame as task
+
+    torch.set_num_threads(1)
+    search = [args.weights] if args.weights else None
+    cfg = task.load_config(args.config)
+    norm = dict(cfg["model"]["normalisation"])
+    held = task.load_split(cfg, "heldout", int(cfg["data"].get("workers", 2)))
+    good = task.good_frames(held)
+    frames = task.predict(lambda x: {"x": x}, held, good[:64], norm, 64)["x"]
+
+    variants: dict[str, object] = {}
+    for model_id in (args.id, f"{args.id}-pruned"):
+        for precision in ("fp32", "int8"):
+            try:
+                path, card = registry.resolve(model_id, precision, search)
+            except ModelError as e:  # report what is missing, benchmark the rest
+                print(f"skip {model_id}-{precision}: {e}", file=sys.stderr)
+                continue
+            variants[f"{model_id}-{precision} ort-cpu"] = runtime.load(path, "ort-cpu",
+                                                                       threads=1, card=card)
+    path, _ = registry.resolve(args.id, "fp32", search)
+    variants[f"{args.id}-fp32 torch-eager"] = runtime.load(path, "torch", threads=1)
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(args.warmup + args.rounds):
+        x = frames[r % len(frames)][None]
+        for name, rt in variants.items():
+            t0 = time.perf_counter()
+            rt.run({"image": x})
+            if r >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+
+    results = {}
+    for name, rt in variants.items():
+        card = rt.card
+        row = {"latency_ms": percentile_ms(times[name]), "params": card.params,
+               "gflops": card.gflops, "pruning_ratio": card.pruning_ratio,
+               "precision": rt.precision, "heatmap_threshold": card.thresholds["heatmap"]}
+        if not args.no_metrics:
+            res = task.evaluate(task.predict(task.ort_outputs(rt), held, good, norm), held, good,
+                                card.thresholds["heatmap"])
+            row["heldout"] = {**task.headline(res),
+                              "at_threshold": res["at_threshold"],
+                              "n_frames": res["n_frames"],
+                              "n_lesion_instances": res["n_lesion_instances"]}
+        results[name] = row
+        rt.close()
+
+    base = results[f"{args.id}-fp32 ort-cpu"]["latency_ms"]["p50"]
+    meta = {"command": "python benchmarks/bench_models.py " + " ".join(argv or sys.argv[1:]),
+            "machine": "2-core AMD Zen 3 VM, shared with other work at the time",
+            "cpu": platform.processor() or platform.machine(), "date": str(date.today()),
+            "threads": 1, "rounds": args.rounds, "warmup": args.warmup,
+            "heldout_frames": int(len(good))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                   indent=2, default=float))
+    lines = ["| variant | params | GFLOPs | p50 ms | p99 ms | speed-up vs fp32 | "
+             "recall >=10 mm | recall 5-10 mm | FP/frame | AP50 | lesion Dice | steatosis acc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in results.items():
+        lat = row["latency_ms"]
+        h = row.get("heldout")
+        if h:
+            at = h["at_threshold"]
+            rec = at["recall"]
+            m = (f"{rec['ge10mm']['recall']:.3f} | {rec['5to10mm']['recall']:.3f} | "
+                 f"{at['fp_per_frame']:.3f} | {h['ap50']:.3f} | {h['lesion_dice']:.3f} | "
+                 f"{h['steatosis_accuracy']:.3f}")
+        else:
+            m = "- | - | - | - | - | -"
+        lines.append(f"| {name} | {row['params']} | {row['gflops']:.3f} | {lat['p50']:.2f} | "
+                     f"{lat['p99']:.2f} | {base / lat['p50']:.2f}x | {m} |")
+    Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
