@@ -7,8 +7,9 @@ cost drops 4x). The measures:
 * ``mean_grey``, ``p5_grey``, ``p95_grey``, ``p99_grey``: intensity of the sector (0..255).
 * ``contrast``: (p95 - p5) / 255.
 * ``clipped_frac``: sector pixels at or above ``clip_grey`` (saturation).
-* ``sharpness``: mean |Laplacian| / (mean grey + 1) in the sector's core: high-frequency
-  content relative to brightness, so a gain change alone does not move it; motion blur does.
+* ``sharpness``: mean absolute difference of neighbouring pixels (x and y, grey levels) in
+  the sector's core. B-mode is log-compressed, so a gain change adds a constant and leaves
+  it alone (until clipping); motion blur and smoothing lower it.
 * ``sharpness_rel``: ``sharpness`` over the stream's running reference.
 * ``speckle_snr``: median over 8x8 blocks inside the sector of block mean / block std
   (blocks darker than ``tissue_grey`` skipped). Fully developed speckle gives a stable value
@@ -18,7 +19,9 @@ cost drops 4x). The measures:
   image) whose near field (the top half of the sector) holds tissue signal; a lifted probe
   leaves its lines empty except for reverberation bands.
 * ``motion``: mean |difference| against the previous frame (grey levels).
-* ``gain_delta``: mean grey minus the stream's running reference (grey levels).
+* ``level_grey``: mean near-field grey of the scan lines in contact (a lifted probe darkens
+  lines, not the gain).
+* ``gain_delta``: ``level_grey`` minus the stream's running reference (grey levels).
 
 Flags (what is wrong): ``black``, ``frozen``, ``no_contact``, ``partial_contact``,
 ``too_bright``, ``too_dark``, ``gain_jump``, ``motion_blur``, ``low_contrast``, ``clipped``,
@@ -80,6 +83,7 @@ class _Layout:
     inside_half: np.ndarray  # uint8 (h/2, w/2): 255 inside the sector
     core_x: np.ndarray  # uint8 (h, w-1): 255 where a horizontal difference is in the core
     core_y: np.ndarray  # uint8 (h-1, w): 255 where a vertical difference is in the core
+    core_full: np.ndarray  # uint8 (h, w): 255 in the core
     n_core: int
     near_idx: np.ndarray  # flat indices of near-field sector pixels
     near_line: np.ndarray  # their scan-line bins
@@ -147,15 +151,21 @@ class QualityAssessor:
         # sharpness: mean absolute neighbour difference (x and y) in the sector's core
         gx = cv2.bitwise_and(cv2.absdiff(small[:, 1:], small[:, :-1]), lay.core_x)
         gy = cv2.bitwise_and(cv2.absdiff(small[1:, :], small[:-1, :]), lay.core_y)
-        grad = (cv2.sumElems(gx)[0] + cv2.sumElems(gy)[0]) / max(2.0 * lay.n_core, 1.0)
-        m["sharpness"] = float(grad / (mean + 1.0))
+        # per pixel of tissue: shadows and lost lines have no texture to blur
+        _, tissue = cv2.threshold(small, p.tissue_grey, 255, cv2.THRESH_BINARY)
+        n_tissue = cv2.countNonZero(cv2.bitwise_and(tissue, lay.core_full))
+        grad = (cv2.sumElems(gx)[0] + cv2.sumElems(gy)[0]) / max(2.0 * n_tissue, 1.0)
+        # log-compressed display: gain adds a constant, so the raw gradient is gain-free
+        m["sharpness"] = float(grad)
         m["speckle_snr"] = _speckle_snr(small, lay.blocks, p.tissue_grey)
         line_sum = np.bincount(lay.near_line, weights=flat[lay.near_idx],
                                minlength=p.n_lines)
         used = lay.line_count > 0
         line_mean = line_sum[used] / lay.line_count[used]
-        m["contact_frac"] = (float(np.count_nonzero(line_mean >= p.line_grey)) / used.sum()
-                             if used.any() else 0.0)
+        contact = line_mean >= p.line_grey
+        m["contact_frac"] = float(contact.sum() / used.sum()) if used.any() else 0.0
+        # brightness of the lines in contact: a lifted probe darkens lines, not the gain
+        m["level_grey"] = float(line_mean[contact].mean()) if contact.any() else mean
         # freeze: bit-identical at full resolution, or near-identical after compression
         frozen = False
         if self._prev_small is not None and self._prev_small.shape == small.shape:
@@ -169,12 +179,12 @@ class QualityAssessor:
         # references: the first usable frames fix them, then they drift slowly
         usable = not (black or frozen or m["contact_frac"] <= p.no_contact_frac)
         if self.ref_mean is not None:
-            m["gain_delta"] = mean - self.ref_mean
+            m["gain_delta"] = m["level_grey"] - self.ref_mean
             m["sharpness_rel"] = m["sharpness"] / max(self.ref_sharpness, 1e-6)
         else:
             m["gain_delta"], m["sharpness_rel"] = 0.0, 1.0
         if usable:
-            self._update_refs(mean, m["sharpness"])
+            self._update_refs(m["level_grey"], m["sharpness"])
         self._prev_small, self._prev_full = small, gray
         flags = self._flags(m, black, frozen)
         return self._score(m, flags), flags, m
@@ -194,8 +204,8 @@ class QualityAssessor:
 
     def _flags(self, m: dict[str, float], black: bool, frozen: bool) -> list[str]:
         p = self.params
-        if black:
-            return ["black"]
+        if black:  # nothing to measure; a repeat of a black frame is frozen as well
+            return ["black", "frozen"] if frozen else ["black"]
         flags: list[str] = []
         if frozen:
             flags.append("frozen")
@@ -211,7 +221,8 @@ class QualityAssessor:
             flags.append("too_dark")
         if abs(d) > p.gain_jump_grey:
             flags.append("gain_jump")
-        if m["sharpness_rel"] < p.blur_rel:
+        if m["sharpness_rel"] < p.blur_rel and "too_dark" not in flags:
+            # (a too dark image clips its speckle at 0: its texture cannot be judged)
             flags.append("motion_blur")
         if m["contrast"] < p.low_contrast:
             flags.append("low_contrast")
@@ -272,7 +283,7 @@ class QualityAssessor:
                        >= 255).astype(np.uint8) * 255
         self._layout = _Layout(key, f, inside8, inside_half,
                                np.ascontiguousarray(core8[:, 1:]),
-                               np.ascontiguousarray(core8[1:, :]),
+                               np.ascontiguousarray(core8[1:, :]), core8,
                                int(np.count_nonzero(core)), near_idx, near_line, line_count,
                                np.flatnonzero(blk), int(np.count_nonzero(inside)))
         self._prev_small = None  # a new layout: motion against the old one means nothing
