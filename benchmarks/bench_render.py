@@ -134,7 +134,7 @@ def screenshots(out_dir: Path, seed: int) -> list[Path]:
         stats = HudStats(now_ns=good.header.capture_ns + 21_400_000, fps=30.0, drops=0)
         img = annotate(good.arrays["image"], good.header, good.arrays, LAYERS, stats=stats)
         path = out_dir / f"overlay_{tag}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
         written.append(path)
         bad = [p for p in packets if p.header.status == "rejected"]
         if tag == "480x640" and bad:
@@ -142,7 +142,7 @@ def screenshots(out_dir: Path, seed: int) -> list[Path]:
             img = annotate(bad[0].arrays["image"], bad[0].header, bad[0].arrays, LAYERS,
                            stats=stats)
             path = out_dir / "overlay_rejected.png"
-            cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
             written.append(path)
     return written
 
