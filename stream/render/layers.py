@@ -69,8 +69,9 @@ class HudStats:
 
 
 def _clip_box(xyxy_px, h: int, w: int) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = int(round(xyxy_px[0])), int(round(xyxy_px[1])), int(round(xyxy_px[2])), \
-        int(round(xyxy_px[3]))
+    """``xyxy_px`` rounded to ints and clipped inside an ``h`` x ``w`` image."""
+    x0, y0 = int(round(xyxy_px[0])), int(round(xyxy_px[1]))
+    x1, y1 = int(round(xyxy_px[2])), int(round(xyxy_px[3]))
     return (max(0, min(w - 1, x0)), max(0, min(h - 1, y0)),
             max(0, min(w - 1, x1)), max(0, min(h - 1, y1)))
 

@@ -25,10 +25,6 @@ class StreamStats:
         self.drops = 0
         self.frames = 0
 
-    def reset(self) -> None:
-        """Forget everything (a new stream starts)."""
-        self.__init__()
-
     def update(self, header: FrameHeader, now_ns: int) -> HudStats:
         """Account for ``header`` arriving at ``now_ns`` (monotonic ns); returns the HUD numbers."""
         if self._last_seq is not None and header.seq > self._last_seq + 1:
