@@ -7,6 +7,8 @@ load:
   after the other through :class:`sonoflow.stream.sources.sim.SimSource` (ground truth
   included).
 * ``2-core-threads``: the same with OpenCV allowed 2 threads (one stream).
+* ``2-core-render-ahead``: one stream, ``sim:...,workers=2``: a second render thread works
+  ahead on the next frame (OpenCV 1 thread per call).
 * ``2-core-processes``: two 1-thread processes rendering different clips at the same time
   (aggregate throughput, e.g. dataset generation or two live streams).
 
@@ -32,7 +34,8 @@ DATE = "2026-11-23"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def worker(seeds: list[int], frames: int, height: int, width: int, cv_threads: int) -> dict:
+def worker(seeds: list[int], frames: int, height: int, width: int, cv_threads: int,
+           sim_workers: int = 1) -> dict:
     """Render clips through SimSource; per-frame wall times in ms."""
     import cv2
 
@@ -44,7 +47,7 @@ def worker(seeds: list[int], frames: int, height: int, width: int, cv_threads: i
     for seed in seeds:
         t0 = time.perf_counter()
         src = SimSource(f"sim:seed={seed},frames={frames},width={width},height={height},"
-                        "ui=1,events=1")
+                        f"ui=1,events=1,workers={sim_workers}")
         src.open()
         it = iter(src.frames())
         next(it)
@@ -55,17 +58,18 @@ def worker(seeds: list[int], frames: int, height: int, width: int, cv_threads: i
             frame_ms.append((now - t) * 1000)
             cpu_ms.append((cnow - c) * 1000)
             t, c = now, cnow
+        src.close()
     return {"frame_ms": frame_ms, "cpu_ms": cpu_ms, "setup_ms": setup_ms,
             "wall_s": time.perf_counter() - t_all}
 
 
-def spawn(seeds: list[int], args, cv_threads: int) -> subprocess.Popen:
+def spawn(seeds: list[int], args, cv_threads: int, sim_workers: int = 1) -> subprocess.Popen:
     env = dict(os.environ)
     for k in THREAD_VARS:
         env[k] = str(cv_threads)
     cmd = [sys.executable, __file__, "--worker", ",".join(map(str, seeds)), "--frames",
            str(args.frames), "--height", str(args.height), "--width", str(args.width),
-           "--cv-threads", str(cv_threads)]
+           "--cv-threads", str(cv_threads), "--sim-workers", str(sim_workers)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -89,16 +93,19 @@ def main() -> int:
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cv-threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--sim-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
         seeds = [int(s) for s in args.worker.split(",")]
-        print(json.dumps(worker(seeds, args.frames, args.height, args.width, args.cv_threads)))
+        print(json.dumps(worker(seeds, args.frames, args.height, args.width, args.cv_threads,
+                                args.sim_workers)))
         return 0
     seeds = list(range(args.seed, args.seed + args.clips))
     results = {"machine": MACHINE, "date": DATE, "size": [args.height, args.width],
                "frames_per_clip": args.frames, "clips": args.clips, "seeds": seeds}
-    for name, threads in (("1-core", 1), ("2-core-threads", 2)):
-        p = spawn(seeds, args, threads)
+    for name, threads, workers in (("1-core", 1, 1), ("2-core-threads", 2, 1),
+                                   ("2-core-render-ahead", 1, 2)):
+        p = spawn(seeds, args, threads, workers)
         out = json.loads(p.communicate()[0])
         cpu = stats(out["cpu_ms"])
         results[name] = {**stats(out["frame_ms"]), "setup_ms_avg": sum(out["setup_ms"])
@@ -115,6 +122,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     one, two, par = results["1-core"], results["2-core-threads"], results["2-core-processes"]
+    ahead = results["2-core-render-ahead"]
     cmd = ("`.venv/bin/python benchmarks/bench_sim.py --clips {c} --frames {f} --out {o}`"
            .format(c=args.clips, f=args.frames, o=args.out))
     md = [
@@ -136,6 +144,9 @@ def main() -> int:
         f"| 2 cores, one stream (OpenCV 2 threads) | {two['fps']:.1f} | {two['avg_ms']:.1f} | "
         f"{two['p50_ms']:.1f} | {two['p90_ms']:.1f} | {two['p99_ms']:.1f} | "
         f"{two['cpu_ms_avg']:.1f} |",
+        f"| 2 cores, one stream, render-ahead thread (`workers=2`) | {ahead['fps']:.1f} | "
+        f"{ahead['avg_ms']:.1f} | {ahead['p50_ms']:.1f} | {ahead['p90_ms']:.1f} | "
+        f"{ahead['p99_ms']:.1f} | {ahead['cpu_ms_avg']:.1f} |",
         f"| 2 cores, two 1-thread processes (aggregate) | {par['aggregate_fps']:.1f} | | | | | |",
         "",
     ]

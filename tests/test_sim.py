@@ -125,7 +125,7 @@ def test_forced_quality_event_labels_frames(event):
 def test_sweep_moves_lesions_in_and_out_of_the_plane():
     case = sample_case(14, n_lesions=1, lesion_classes=["hemangioma"],
                        lesion_diameters_mm=[12.0], sweep=True, events=False)
-    frames = _clip(case, 60, 128, 160, fps=3.0)
+    frames = _clip(case, 30, 128, 160, fps=2.0)
     seen = [bool(f.truth["lesions"]) for f in frames]
     assert any(seen) and not all(seen)
     ids = {les["lesion_id"] for f in frames for les in f.truth["lesions"]}
