@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sonoflow.stream.errors import ConfigError
 from sonoflow.stream.messages import Detection, FrameHeader, InferResult, Packet
 from sonoflow.stream.stages.track import TrackStage
@@ -152,3 +153,13 @@ def test_track_stage_keeps_streams_apart():
     b = stage.process(frame(0, [det(50, 50, 10)], "b"))
     assert a.header.infer.detections[0].track_id == 1
     assert b.header.infer.detections[0].track_id == 1
+
+
+@pytest.mark.parametrize("tentative_max_misses,confirmed", [(0, False), (1, True)])
+def test_a_faint_lesion_missed_once_still_confirms(tentative_max_misses, confirmed):
+    tracker = ByteTrackLike(TrackerConfig(min_hits=3,
+                                          tentative_max_misses=tentative_max_misses))
+    out = []
+    for f, seen in enumerate([True, True, False, True]):
+        out = tracker.update([det(80, 80, 6)] if seen else [], f)
+    assert bool(out and out[0].confirmed and out[0].track_id == 1) is confirmed
