@@ -410,6 +410,9 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
                                                       for s in scores]),
                 "lirads_agreement_in_view_truth": _mean([s["lirads"] == s["lirads_truth_in_view"]
                                                          for s in scores]),
+                "lirads_agreement_in_view_truth_when_not_abstaining": _mean(
+                    [s["lirads"] == s["lirads_truth_in_view"] for s in scores
+                     if s["lirads"] is not None]),
                 "lirads_abstained": sum(s["lirads"] is None for s in scores),
                 "steatosis_accuracy": _mean([s["steatosis"] == s["steatosis_truth"]
                                              for s in scores]),
@@ -473,6 +476,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     row("US LI-RADS agreement (truth over lesions in view)", "-",
         _f(fl["lirads_agreement_in_view_truth"], True), "lirads_agreement_in_view_truth",
         "case_level")
+    row("US LI-RADS agreement (in view), abstentions excluded", "-", "-",
+        "lirads_agreement_in_view_truth_when_not_abstaining", "case_level")
     row("steatosis grade accuracy", "-", _f(fl["steatosis_accuracy"], True),
         "steatosis_accuracy", "case_level")
     row("fibrosis stage accuracy", "-", _f(fl["fibrosis_accuracy"], True), "fibrosis_accuracy",
