@@ -16,8 +16,9 @@ cost drops 4x). The measures:
   per scanner preset; smoothing or blur raise it, noise lowers it.
 * ``tissue_frac``: sector pixels brighter than ``tissue_grey`` after a 3x3 box blur.
 * ``contact_frac``: fraction of scan lines (angular bins of a fan, columns of a linear
-  image) whose near field (the top half of the sector) holds tissue signal; a lifted probe
-  leaves its lines empty except for reverberation bands.
+  image) whose near field (3-12 % of the sector's depth) holds tissue signal; a lifted
+  probe leaves its lines empty below the skin band's ring-down, while a rib shadows a line
+  only below the wall above it.
 * ``motion``: mean |difference| against the previous frame (grey levels).
 * ``level_grey``: mean near-field grey of the scan lines in contact (a lifted probe darkens
   lines, not the gain).
@@ -59,7 +60,7 @@ class QualityParams:
     tissue_grey: float = 12.0
     line_grey: float = 8.0  # a scan line whose near-field mean is below this has no contact
     n_lines: int = 48
-    no_contact_frac: float = 0.1  # contact_frac at or below this: no contact
+    no_contact_frac: float = 0.2  # contact_frac at or below this: no contact
     partial_contact_frac: float = 0.85  # contact_frac below this: partial contact
     gain_jump_grey: float = 20.0  # |gain_delta| above this: gain jump
     too_dark_grey: float = 25.0  # absolute: sector mean below this is too dark
@@ -268,10 +269,18 @@ class QualityAssessor:
             rows = np.nonzero(inside.any(axis=1))[0]
             top, bottom = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, h)
         core = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-        # near field: the upper half of the sector's depth, below a thin skin band (lost
-        # lines show reverberation there, tissue fills it when in contact)
-        depth = bottom - top
-        near = inside & (ys >= top + 0.05 * depth) & (ys < top + 0.5 * depth) & (line >= 0)
+        # near field: 3-12 % of the sector's depth. Below the skin band (a lifted probe's
+        # ring-down lives there) and above rib level: a rib shadows the line below it, but the
+        # wall above the rib is tissue, while a lifted probe leaves the whole line empty
+        depth_frac = (ys - top) / max(bottom - top, 1)
+        if sector is not None and sector.apex_xy_px is not None and sector.radii_px is not None:
+            # a fan's depth runs along its lines: distance from the apex, not the row
+            ax, ay = sector.apex_xy_px
+            r_in, r_out = sector.radii_px
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+            r = np.hypot((xx + 0.5) * f - 0.5 - ax, (yy + 0.5) * f - 0.5 - ay)
+            depth_frac = (r - r_in) / max(r_out - r_in, 1.0)
+        near = inside & (depth_frac >= 0.03) & (depth_frac < 0.12) & (line >= 0)
         near_idx = np.flatnonzero(near)
         near_line = line.ravel()[near_idx].astype(np.intp)
         line_count = np.bincount(near_line, minlength=p.n_lines).astype(np.float64)

@@ -99,8 +99,10 @@ class SectorTracker:
             self._pending_shrink = 0
             self._quiet = self.backoff
             return g, False
-        outside = np.count_nonzero((new.mask > 0) & (g.mask == 0)) / max(new.area_px, 1)
-        if outside > 0.02:
+        outside = np.count_nonzero((new.mask > 0) & (g.mask == 0)) / max(g.area_px, 1)
+        if outside > 0.02 and new.area_px >= 0.7 * g.area_px:
+            # grew or moved; a much smaller blob poking out (a lifted probe leaves a strip of
+            # signal) is no new layout
             self._adopt(new, gray)
             return new, True
         if not self._given_up_is_background(gray, g, new):
