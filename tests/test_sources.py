@@ -287,6 +287,26 @@ def test_dicom_corrupt_jpeg_frame_fails_alone(tmp_path):
     assert abs(float(frames[2].image.mean()) - 40) < 3
 
 
+def test_dicom_fast_jpeg_path_falls_back_when_it_disagrees(tmp_path, monkeypatch, caplog):
+    from sonoflow.stream.sources import dicom as dicom_mod
+
+    ds = dicom_dataset(32, 32, 3, ts=JPEGBaseline8Bit)
+    ds.PixelData = encapsulate([cv2.imencode(".jpg", ramp_frame(i, 32, 32))[1].tobytes()
+                                for i in range(3)])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "jpeg.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    good = read(open_source(str(path)))
+    real_imdecode = cv2.imdecode
+    monkeypatch.setattr(dicom_mod.cv2, "imdecode", lambda buf, flags: 255 - real_imdecode(
+        buf, flags))  # a decoder that gets the data wrong
+    src = open_source(str(path))
+    bad = read(src)
+    assert src.decoder == "pydicom" and "disagree on frame 0" in caplog.text
+    for a, b in zip(good, bad, strict=True):
+        assert np.array_equal(a.image, b.image)
+
+
 def test_calibration_refused_for_bad_units_and_disagreeing_regions():
     ds = dicom_dataset(100, 100, 1)
     ds.SequenceOfUltrasoundRegions = [us_region(0, 0, 99, 99, units=4)]

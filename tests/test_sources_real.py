@@ -127,3 +127,16 @@ def test_real_plus_sequence(name):
     for f in frames:
         assert f.pts * f.time_base[0] / f.time_base[1] == pytest.approx(
             f.extra["timestamp_s"] - t0, abs=1e-6)
+
+
+def test_real_jpeg_cine_fast_path_matches_pydicom():
+    """The OpenCV JPEG path gives pydicom's pixels (to decoder rounding) on every frame."""
+    _manifest("dicom", "manifest.json")
+    path = str(REAL / "dicom" / "examples_ybr_color.dcm")
+    fast, ref = open_source(path), open_source(path, decoder="pydicom")
+    a, b = [f.image for f in fast.frames()], [f.image for f in ref.frames()]
+    assert fast.decoder == "opencv" and ref.decoder == "pydicom"
+    assert len(a) == len(b) == 30
+    for x, y in zip(a, b, strict=True):
+        diff = np.abs(x.astype(np.int16) - y)
+        assert diff.mean() < 0.1 and diff.max() <= 8

@@ -20,9 +20,11 @@ import logging
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+import cv2
 import numpy as np
 import pydicom
 import pydicom.errors
+from pydicom.encaps import generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 
@@ -41,6 +43,19 @@ DATA_TYPE_TISSUE = 1
 DEFAULT_FPS = 30.0
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _YBR = ("YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
+#: JPEG Baseline (the common ultrasound cine syntax) with these photometric interpretations may
+#: be decoded by OpenCV's libjpeg-turbo (about 10x pydicom's pylibjpeg + numpy YBR path here,
+#: see benchmarks/sections/sources.md); the result is checked against pydicom's on the first
+#: decodable frame and the source falls back to pydicom for good when they differ.
+FAST_JPEG_SYNTAX = "1.2.840.10008.1.2.4.50"
+FAST_JPEG_PHOTOMETRIC = {"YBR_FULL_422": 3, "YBR_FULL": 3, "MONOCHROME2": 1}
+#: agreement required between the OpenCV path and pydicom on the check frame. JPEG decoders
+#: differ slightly in chroma upsampling and IDCT rounding (libjpeg-turbo vs pylibjpeg on the
+#: real SonoSite cine: mean |diff| 0.025, 99.9th percentile 2, max 5 grey levels); a missing or
+#: doubled YBR->RGB conversion gives a mean |diff| near 47, so these bounds separate the two.
+FAST_JPEG_MAX_MEAN_DIFF = 0.5
+FAST_JPEG_MAX_P999_DIFF = 4.0
+DECODERS = ("auto", "pydicom")
 # What pydicom raises from a decoder on bad frame data (no broad except).
 _DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, OSError, EOFError)
 
@@ -163,7 +178,7 @@ class DicomSource(Source):
 
     def __init__(self, path: str | Path, *, fps: float | None = None,
                  value_range: tuple[float, float] | None = None, out_of_range: str = "error",
-                 strict_pts: bool = False, spec: str | None = None):
+                 strict_pts: bool = False, decoder: str = "auto", spec: str | None = None):
         """Args:
             path: the DICOM file.
             fps: frame rate to assume when the file states none (default 30).
@@ -171,9 +186,16 @@ class DicomSource(Source):
                 (default: 0 .. 2**BitsStored - 1).
             out_of_range: ``"error"`` or ``"clip"`` (see ``pixels.to_uint8``).
             strict_pts: raise on non-monotonic timing.
+            decoder: ``"auto"`` (OpenCV for 8-bit JPEG Baseline grey/YBR, verified against
+                pydicom on the first frame; pydicom otherwise) or ``"pydicom"`` (always).
             spec: the string the user gave (defaults to ``path``).
         """
         self.path = Path(path)
+        if decoder not in DECODERS:
+            raise SourceError(str(path), f"decoder={decoder!r}; expected one of {DECODERS}")
+        self.decoder_option = decoder
+        #: which decoder produced the frames: "pydicom" or "opencv" (verified)
+        self.decoder = "pydicom"
         self.spec = spec or str(path)
         self._fps_option = fps
         self.value_range = value_range
@@ -189,6 +211,7 @@ class DicomSource(Source):
         self._file: BinaryIO | None = None
         self._times_ms: list[float] = []
         self._native = True
+        self._fast_candidate = False
 
     def open(self) -> None:
         """Read and validate the header; check a decoder exists (idempotent).
@@ -229,6 +252,10 @@ class DicomSource(Source):
         self.transfer_syntax = f"{ts.name} ({ts})" if ts.name != ts else str(ts)
         self._check_decoder(ts)
         self._native = not ts.is_compressed
+        pi = str(ds.PhotometricInterpretation)
+        self._fast_candidate = (self.decoder_option == "auto" and ts == FAST_JPEG_SYNTAX
+                                and int(ds.BitsAllocated) == 8
+                                and FAST_JPEG_PHOTOMETRIC.get(pi) == int(ds.SamplesPerPixel))
         n = int(ds.get("NumberOfFrames") or 1)
         if n < 1:
             raise SourceError(str(p), f"NumberOfFrames is {n}; expected at least 1")
@@ -291,28 +318,35 @@ class DicomSource(Source):
             self._file = open(self.path, "rb")
         except OSError as e:
             raise SourceError(str(self.path), f"cannot reopen for pixel data: {e}") from e
+        n = self.frame_count or 1
+        fast = self._fast_frames(ds, n)
+        verified = False
         try:
-            for i in range(self.frame_count or 1):
+            for i in range(n):
                 pts = int(round(self._times_ms[i] * 1000.0))
-                try:
-                    self._file.seek(0)
-                    raw = pixel_array(self._file, index=i)
-                except _DECODE_ERRORS as e:
-                    if self._native:
-                        # native (uncompressed) frames fail only when the bytes are missing
-                        raise SourceError(str(self.path), f"frame {i}: the pixel data ends "
-                                                          f"before this frame is complete "
-                                                          f"({type(e).__name__}: {e}): the file "
-                                                          f"is truncated; {i} of "
-                                                          f"{self.frame_count} frame(s) were "
-                                                          "delivered") from e
-                    self.failed += 1
-                    log.warning("%s: frame %d failed to decode: %s", self.path, i, e)
-                    yield SourceFrame(image=None, frame_index=i, pts=pts,
-                                      time_base=self.time_base,
-                                      error=f"frame {i} failed to decode "
-                                            f"({self.transfer_syntax}): {type(e).__name__}: {e}")
-                    continue
+                raw = None
+                if fast is not None:
+                    raw, fast, verified = self._fast_decode(fast, i, verified)
+                if raw is None:
+                    try:
+                        raw = self._pydicom_decode(i)
+                    except _DECODE_ERRORS as e:
+                        if self._native:
+                            # native (uncompressed) frames fail only when bytes are missing
+                            raise SourceError(str(self.path), f"frame {i}: the pixel data ends "
+                                                              "before this frame is complete "
+                                                              f"({type(e).__name__}: {e}): the "
+                                                              f"file is truncated; {i} of "
+                                                              f"{self.frame_count} frame(s) "
+                                                              "were delivered") from e
+                        self.failed += 1
+                        log.warning("%s: frame %d failed to decode: %s", self.path, i, e)
+                        yield SourceFrame(image=None, frame_index=i, pts=pts,
+                                          time_base=self.time_base,
+                                          error=f"frame {i} failed to decode "
+                                                f"({self.transfer_syntax}): "
+                                                f"{type(e).__name__}: {e}")
+                        continue
                 image, fmt = self._convert(raw, ds, i)
                 guard.check(image, fmt, i)
                 extra: dict[str, Any] = {}
@@ -324,6 +358,58 @@ class DicomSource(Source):
                                   extra=extra)
         finally:
             self._close_file()
+
+    def _pydicom_decode(self, i: int) -> np.ndarray:
+        """Frame ``i`` through pydicom's frame-level decoding (RGB for YBR/RGB data)."""
+        self._file.seek(0)
+        return pixel_array(self._file, index=i)
+
+    def _fast_frames(self, ds: pydicom.Dataset, n: int) -> Iterator[bytes] | None:
+        """The encapsulated JPEG frames, one at a time, when the OpenCV path applies."""
+        if not self._fast_candidate:
+            return None
+        try:
+            return generate_frames(ds.PixelData, number_of_frames=n)
+        except _DECODE_ERRORS as e:
+            log.info("%s: encapsulated frames not readable for the fast path (%s); using "
+                     "pydicom", self.path, e)
+            return None
+
+    def _fast_decode(self, fast: Iterator[bytes], i: int,
+                     verified: bool) -> tuple[np.ndarray | None, Iterator[bytes] | None, bool]:
+        """Frame ``i`` through OpenCV, checked against pydicom until one frame agreed.
+
+        Returns:
+            ``(image or None, iterator or None, verified)``: image None = let pydicom decode
+            this frame; iterator None = the fast path is abandoned for the rest of the file.
+        """
+        try:
+            data = next(fast)
+        except (StopIteration, *_DECODE_ERRORS) as e:
+            log.info("%s: frame %d: no encapsulated frame for the fast path (%s); using "
+                     "pydicom from here", self.path, i, e)
+            return None, None, verified
+        grey = FAST_JPEG_PHOTOMETRIC[self.photometric] == 1
+        img = cv2.imdecode(np.frombuffer(data, np.uint8),
+                           cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
+        if img is None:
+            return None, fast, verified  # pydicom decodes it or reports the error
+        if not grey:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # the JPEG decoder already did YBR->RGB
+        if verified:
+            return img, fast, True
+        try:
+            ref = self._pydicom_decode(i)
+        except _DECODE_ERRORS:
+            return None, fast, False  # pydicom reports this frame; verify on a later one
+        diff = (np.abs(ref.astype(np.int16) - img) if ref.shape == img.shape else None)
+        if diff is None or float(diff.mean()) > FAST_JPEG_MAX_MEAN_DIFF or \
+                float(np.percentile(diff, 99.9)) > FAST_JPEG_MAX_P999_DIFF:
+            log.warning("%s: OpenCV and pydicom disagree on frame %d; decoding the whole "
+                        "file with pydicom", self.path, i)
+            return ref, None, False
+        self.decoder = "opencv"
+        return img, fast, True
 
     def _convert(self, raw: np.ndarray, ds: pydicom.Dataset, i: int) -> tuple[np.ndarray, str]:
         """One decoded frame to ``uint8`` grey/RGB, colour converted exactly once."""
