@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from sonoflow.stream.messages import Packet
-from sonoflow.stream.render.annotate import LAYERS, annotate, to_rgb
+from sonoflow.stream.render.annotate import DEFAULT_LAYERS, LAYERS, annotate, to_rgb
 from sonoflow.stream.render.layers import HudStats
 from sonoflow.stream.render.truth_frames import truth_packets
 from sonoflow.stream.stages.render import RenderStage
@@ -77,6 +77,25 @@ def bench_render(frames: int, runs: int, height: int, width: int, seed: int) -> 
             "detections_per_frame": dets / len(packets),
             "render_ms": summary_ms(render_ms), "copy_ms": summary_ms(copy_ms),
             "added_ms_p50": float(np.percentile(render_ms, 50) - np.percentile(copy_ms, 50))}
+
+
+def bench_layers(reps: int, seed: int) -> dict:
+    """p50 ms of each default layer drawn alone (plus none and all) on the simulator frame with
+    the most lesions, ``reps`` repetitions each, one core."""
+    cv2.setNumThreads(1)
+    packets = [p for p in sim_packets(60, 480, 640, seed) if p.header.status == "analysed"]
+    pk = max(packets, key=lambda p: len(p.header.infer.detections))
+    stats = HudStats(now_ns=pk.header.capture_ns, fps=30.0)
+    out = {"detections": len(pk.header.infer.detections), "p50_ms": {}}
+    for name, layers in [("none", set()), *((n, {n}) for n in sorted(DEFAULT_LAYERS)),
+                         ("default", DEFAULT_LAYERS)]:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            annotate(pk.arrays["image"], pk.header, pk.arrays, layers, stats=stats)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        out["p50_ms"][name] = float(np.percentile(times, 50))
+    return out
 
 
 def bench_browser(frames: int, seed: int, fps: float = 30.0) -> dict | None:
@@ -162,6 +181,12 @@ def markdown(result: dict, command: str) -> str:
         lines.append(f"| {r['size'][0]}x{r['size'][1]} | {r['runs']} x {r['frames_per_run']} | "
                      f"{r['detections_per_frame']:.1f} | {rm['p50']:.2f} | {rm['p99']:.2f} | "
                      f"{rm['max']:.2f} | {cm['p50']:.3f} | {r['added_ms_p50']:.2f} |")
+    lay = result["layers"]
+    names = list(lay["p50_ms"])
+    lines += ["", f"Each layer alone, 480x640 frame with {lay['detections']} lesions, 300 "
+              "repetitions, p50 ms (`none` = the RGB copy only):", "",
+              "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+              "| " + " | ".join(f"{lay['p50_ms'][n]:.2f}" for n in names) + " |"]
     b = result.get("browser")
     lines.append("")
     if b is None:
@@ -195,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": MACHINE, "python": platform.python_version(), "opencv": cv2.__version__,
               "render": [bench_render(args.frames, args.runs, 480, 640, args.seed),
                          bench_render(max(3 * TRIM + 1, args.frames // 5), args.runs, 1080,
-                                      1920, args.seed)]}
+                                      1920, args.seed)],
+              "layers": bench_layers(300, args.seed)}
     result["browser"] = None if args.no_browser else bench_browser(args.browser_frames,
                                                                   args.seed)
     result["loadavg_1min_before_after"] = [load_before[0], os.getloadavg()[0]]

@@ -162,7 +162,7 @@ def test_sonoflow_live_view_web(tmp_path, pipeline):
             resolve(infer.defaults["frame_model"], infer.defaults["precision"])
         except ModelError as e:
             pytest.skip(f"the shipped frame model is not built yet: {e}")
-    proc = _live_command(["sim:seed=5,frames=900,fps=30,width=640,height=480,ui=1,events=0",
+    proc = _live_command(["sim:seed=5,frames=900,fps=30,width=640,height=480,ui=1,events=0,lesions=3",
                           "--view", "web", "--pipeline", pipeline])
     try:
         url = _first_line(proc)
