@@ -84,7 +84,7 @@ def test_view_stage_in_headless_chromium(tmp_path):
     from sonoflow.stream.stages.render import RenderStage
     from sonoflow.stream.stages.view import ViewStage
 
-    packets = list(truth_packets(7, 60, n_lesions=2, events=False))
+    packets = list(truth_packets(7, 30, n_lesions=2, events=False))
     render, view = RenderStage(), ViewStage({"kind": "web"})
     view.open()
     stop = threading.Event()
