@@ -160,8 +160,10 @@ def test_each_layer_toggles_its_own_pixels():
     ("analysed", QualityResult(0.9), ["quality 0.90"]),
     ("rejected", QualityResult(0.2, ["motion_blur"], keyframe=False, reason="motion blur"),
      ["quality 0.20", "REJECTED: motion blur"]),
-    ("analysed", QualityResult(0.6, ["dark"], keyframe=False, reason="every 3rd frame"),
-     ["quality 0.60", "not analysed: every 3rd frame"]),
+    ("pending", QualityResult(0.6, ["dark"], keyframe=False, reason="score below 0.65"),
+     ["quality 0.60", "not analysed: score below 0.65"]),
+    ("dropped", QualityResult(0.8, keyframe=False, reason="policy: every 3rd frame"),
+     ["quality 0.80"]),
     ("pending", QualityResult(0.5, ["low_contrast"]), ["quality 0.50", "low contrast"]),
     ("failed", None, ["FAILED: decode error"]),
     ("pending", None, []),
@@ -371,3 +373,23 @@ def test_labels_avoid_panels_other_boxes_and_each_other():
         assert not _overlaps(c, panel)
         assert not any(_overlaps(c, o) for j, o in enumerate(chips) if j != i)
         assert not any(_overlaps(c, b) for j, b in enumerate(boxes) if j != i)
+
+
+@pytest.mark.parametrize("status, dt_ms, hold_ms, held", [
+    ("dropped", 33, 250, True),     # every-N skip right after an analysed frame: boxes held
+    ("dropped", 400, 250, False),   # too old
+    ("dropped", 33, 0, False),      # holding turned off
+    ("rejected", 33, 250, False),   # bad quality: never show stale boxes
+])
+def test_render_holds_detections_over_policy_skipped_frames(status, dt_ms, hold_ms, held):
+    image, header, arrays = _frame()
+    stage = RenderStage({"hold_ms": hold_ms, "layers": "boxes"})
+    stage.process(Packet(header, dict(arrays)))
+    skipped = msgspec.structs.replace(header, seq=13, capture_ns=header.capture_ns
+                                      + dt_ms * 1_000_000, status=status, infer=None, extra={})
+    plain = {"image": arrays["image"]}
+    out = stage.process(Packet(skipped, dict(plain)))
+    assert skipped.infer is None and set(plain) == {"image"}  # inputs untouched
+    has_boxes = (out.arrays["overlay"] != cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)).any()
+    assert has_boxes == held
+    assert ("held_age_ms" in out.header.extra["render"]) == held

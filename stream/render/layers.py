@@ -210,6 +210,8 @@ def quality_lines(header: FrameHeader) -> tuple[float | None, list[Line]]:
         lines.append(Line(f"quality {q.score:.2f}", quality_colour(q.score)))
     if header.status == "failed":
         lines.append(Line(f"FAILED: {header.error or 'unknown error'}", VERMILLION))
+    elif header.status == "dropped":
+        pass  # skipped by the key-frame policy (every N): routine, not worth a flashing line
     elif header.status == "rejected" or (q is not None and not q.keyframe):
         reason = (q.reason if q is not None and q.reason else
                   _flags_text(q.flags) if q is not None and q.flags else "quality")
