@@ -101,6 +101,8 @@ def main() -> int:
                                 args.sim_workers)))
         return 0
     seeds = list(range(args.seed, args.seed + args.clips))
+    load_start = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() \
+        else None
     results = {"machine": MACHINE, "date": DATE, "size": [args.height, args.width],
                "frames_per_clip": args.frames, "clips": args.clips, "seeds": seeds}
     for name, threads, workers in (("1-core", 1, 1), ("2-core-threads", 2, 1),
@@ -119,6 +121,9 @@ def main() -> int:
     results["2-core-processes"] = {"aggregate_fps": n / wall, "frames": n, "wall_s": wall,
                                    **{f"proc{i}": stats(o["frame_ms"]) for i, o in
                                       enumerate(outs)}}
+    load_end = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() \
+        else None
+    results["loadavg_start"], results["loadavg_end"] = load_start, load_end
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     one, two, par = results["1-core"], results["2-core-threads"], results["2-core-processes"]
@@ -133,8 +138,10 @@ def main() -> int:
         f"{seeds[-1]}); first frame of each clip excluded (set-up, "
         f"{one['setup_ms_avg']:.0f} ms avg). Command: {cmd}",
         "",
-        "Wall-clock frames/s depend on what else ran on the shared machine; CPU ms per frame "
-        "(process time) is the cost of a frame to the core that rendered it.",
+        "Wall-clock frames/s depend on what else ran on the shared machine (1/5/15-min load "
+        f"average {' '.join(load_start or ['?'])} at the start, {' '.join(load_end or ['?'])} "
+        "at the end, on 2 cores); CPU ms per frame (process time, all threads of the "
+        "renderer) is the cost of a frame to the cores that rendered it.",
         "",
         "| configuration | frames/s (wall) | avg ms | p50 ms | p90 ms | p99 ms | CPU ms/frame |",
         "|---|---|---|---|---|---|---|",

@@ -117,6 +117,17 @@ def build_ui(case, scan: ScanConverter) -> UiOverlay:
         ui.items.append({"kind": "ruler", "text": "", "xyxy_px": [x_r, y0, x_r + 2 * tick_len + 1,
                                                                  y1 + 1]})
         ui.ruler = {"x_px": x_r, "ticks": ticks, "mm_per_px": lay.mm_per_px}
+    # Grey-scale bar in the top-right corner, as scanners show next to the image.
+    bw = max(3, int(round(6 * w / 640.0)))
+    bx0 = w - bw - int(round(4 * w / 640.0))
+    by0, by1 = line_h, line_h + int(round(70 * h / 480.0))
+    if bx0 > x_r + 2 * tick_len + 12 * w / 640.0 and by1 < h:
+        layer = np.zeros((h, w), np.uint8)
+        ramp = np.linspace(255, 8, by1 - by0).astype(np.uint8)[:, None]
+        layer[by0:by1, bx0:bx0 + bw] = ramp
+        if not (layer > 0)[keep_out].any():
+            np.maximum(pixels, layer, out=pixels)
+            ui.items.append({"kind": "grey_bar", "text": "", "xyxy_px": [bx0, by0, bx0 + bw, by1]})
     # Focus marker left of the sector at the transmit focus depth.
     xl = int(np.nonzero(scan.sector_mask.any(axis=0))[0].min()) - int(round(10 * w / 640.0))
     yf = int(round(lay.origin_y_px + case.probe.focus_mm / lay.mm_per_px))
