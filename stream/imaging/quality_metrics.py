@@ -14,7 +14,7 @@ statistics that matter survive a 2x reduction and the cost drops 4x). The measur
 * ``speckle_snr``: median over 8x8 blocks inside the sector of block mean / block std
   (blocks darker than ``tissue_grey`` skipped). Fully developed speckle gives a stable value
   per scanner preset; smoothing or blur raise it, noise lowers it.
-* ``tissue_frac``: sector pixels brighter than ``tissue_grey`` after a 3x3 box blur.
+* ``tissue_frac``: sector pixels brighter than ``tissue_grey`` after 2x2 area averaging.
 * ``contact_frac``: fraction of scan lines (angular bins of a fan, columns of a linear
   image) whose near field (3-12 % of the sector's depth) or mid field (12-50 %) holds
   tissue signal; a lifted probe leaves its lines empty below the skin band's ring-down,
