@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
     parser.add_argument("--kfold", type=int, default=0,
                         help="real data: also fine-tune the classifier K-fold (needs torch)")
+    parser.add_argument("--kfold-steps", type=int, default=150,
+                        help="optimiser steps per fold (batch 32) for --kfold")
     parser.add_argument("--checkpoint", default=None, help="classifier best.pt for --kfold")
     parser.add_argument("--config", default="training/configs/lesion_classifier.toml",
                         help="classifier config for --kfold")
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             from sonoflow.training.tasks.lesion_classifier import kfold_real, load_config
 
             rep["kfold"] = kfold_real(load_config(args.config), args.checkpoint, data,
-                                      k=args.kfold, n_boot=args.n_boot)
+                                      k=args.kfold, steps=args.kfold_steps,
+                                      n_boot=args.n_boot)
             evaluate.write_json(out / "real_eval.json", rep)
     print(json.dumps(evaluate._clean(evaluate.summary_lines(rep)), indent=2))
     return 0
