@@ -288,7 +288,7 @@ def _sample_motion(seed: int, o: dict[str, Any]) -> Motion:
 def _sample_imaging(seed: int, o: dict[str, Any]) -> Imaging:
     rng = stream_rng(seed, "imaging")
     gain = float(rng.normal(0.0, 2.0))
-    kappa = float(rng.uniform(0.0, 0.5))
+    kappa = float(rng.uniform(0.2, 0.8))
     user = tuple(float(v) for v in rng.normal(0.0, 1.5, size=4))
     noise = float(rng.uniform(-88.0, -80.0))
     haze = float(rng.normal(-18.0, 4.0))

@@ -101,16 +101,16 @@ class BeamGridSize:
 
 
 def beam_grid_for(height_px: int, width_px: int) -> BeamGridSize:
-    """Beam grid matched to the output size: about one line per 2.9 output columns at 640.
+    """Beam grid matched to the output size: about one line per 3.3 output columns at 640.
 
     Args:
         height_px: output image height.
         width_px: output image width.
 
     Returns:
-        The grid; 224 x 448 at 480 x 640, never below 64 x 128.
+        The grid; 192 x 448 at 480 x 640, never below 64 x 128.
     """
-    n_lines = max(64, int(round(224 * width_px / 640 / 8)) * 8)
+    n_lines = max(64, int(round(192 * width_px / 640 / 8)) * 8)
     n_samples = max(128, int(round(448 * height_px / 480 / 8)) * 8)
     return BeamGridSize(n_lines, n_samples)
 

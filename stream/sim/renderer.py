@@ -30,6 +30,8 @@ from sonoflow.stream.sim.scene import NodularityMap, StaticWall, build_scene
 from sonoflow.stream.sim.seeding import stream_rng
 
 _LN10_20 = math.log(10.0) / 20.0
+#: Largest depth gain the TGC applies (dB).
+TGC_MAX_DB = 60.0
 
 
 @dataclass
@@ -130,11 +132,15 @@ class Renderer:
         self.clutter = clutter_noise * self.clutter_profile[None, :, None]
         if case.anatomy.ribs:
             self.clutter *= np.exp(-self.wall.obstacle_db * _LN10_20).astype(np.float32)[..., None]
-        # TGC: compensates normal liver plus a fraction kappa of the excess of this liver.
-        a_tgc = 0.55 + im.tgc_kappa * (case.liver.attenuation_db_cm_mhz - 0.55)
+        # TGC: 0.5 dB/cm/MHz plus a fraction kappa of this liver's excess (a sonographer
+        # partly compensates a fatty liver, so posterior attenuation stays visible).
+        a_tgc = 0.5 + im.tgc_kappa * (case.liver.attenuation_db_cm_mhz - 0.5)
         t = d / max(d[-1], 1.0)
         user = sum(c * np.cos(math.pi * (k + 1) * t) for k, c in enumerate(im.tgc_user_db))
-        tgc = 2.0 * p.freq_mhz * a_tgc * d_cm + user if im.tgc else np.zeros_like(d)
+        # The TGC range of a scanner is finite: deep, high-frequency or fatty imaging runs out
+        # of gain and the electronic noise floor shows (lost penetration).
+        tgc = np.minimum(2.0 * p.freq_mhz * a_tgc * d_cm, TGC_MAX_DB) + user if im.tgc \
+            else np.zeros_like(d)
         self.tgc_db = tgc.astype(np.float32)
         # PSF: axial Gaussian; lateral Gaussian in angle, wider away from the focus.
         self.k_ax = _gauss_kernel(p.axial_fwhm_mm / grid.dd_mm)
