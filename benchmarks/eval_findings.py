@@ -441,12 +441,12 @@ def _f(x, pct: bool = False) -> str:
 
 
 def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int,
-             seconds: float) -> str:
+             seconds: float, first_seed: int = FIRST_SEED) -> str:
     fl = summary["frame_level"]
     lab = ("**detections derived from the simulator's ground truth with noise (NOT the "
            "models)**" if detector == "gt-noise" else "the shipped models (ort-cpu)")
     lines = [f"### Findings on {summary['clips']} held-out simulator clips ({lab})", "",
-             f"Command: `{command}`  ", f"Clips: seeds {FIRST_SEED}..{FIRST_SEED + summary['clips'] - 1},"
+             f"Command: `{command}`  ", f"Clips: seeds {first_seed}..{first_seed + summary['clips'] - 1},"
              f" {n_frames} frames each, 480x640; run time {seconds:.0f} s.  ",
              "Machine: 2-core AMD Zen 3 VM, shared with other work at the time; 2026-11-23.", "",
              "| metric | target | frame level | lesion/case (log-odds) | lesion/case (attention) |",
@@ -517,8 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     base = args.out / f"findings_{args.detector}"
     base.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
     cmd = (f".venv/bin/python benchmarks/eval_findings.py --detector {args.detector} "
-           f"--clips {args.clips} --frames {args.frames}" + (" --no-prep" if args.no_prep else ""))
-    md = markdown(summary, args.detector, cmd, args.frames, seconds)
+           f"--clips {args.clips} --frames {args.frames}"
+           + (f" --first-seed {args.first_seed}" if args.first_seed != FIRST_SEED else "")
+           + (" --no-prep" if args.no_prep else ""))
+    md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)
     print(md)
     return 0
