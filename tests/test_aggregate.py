@@ -161,6 +161,11 @@ def test_stage_end_to_end_on_two_lesions():
     assert {les.lesion_id for les in frames[-1].header.lesions} == {1, 2}
     assert {ev.header.lesion.lesion_id for ev in lesion_events} >= {1, 2}
     assert frames[-1].header.extra["lirads"]["provisional"] is True
+    # frame and lesion packets go on the wire with what the stages added
+    frame_back = decode(encode(frames[-1])).header
+    assert frame_back.lesions == frames[-1].header.lesions
+    assert frame_back.extra["track"] == frames[-1].header.extra["track"]
+    assert decode(encode(lesion_events[0])).header.lesion == lesion_events[0].header.lesion
     # the case packet goes on the wire
     back = decode(encode(case_packet))
     assert back.header.case == case
