@@ -180,7 +180,9 @@ class Renderer:
         case, g = self.case, self.grid
         L, S = g.n_lines, g.n_samples
         ctx = self.context(pose)
-        fields = self.texture.sample(ctx.x_mm, ctx.z_mm, pose.yp_mm)
+        # Textures are smooth over >= 2 lines: sample every other line, interpolate between.
+        half = self.texture.sample(ctx.x_mm[::2], ctx.z_mm[::2], pose.yp_mm)
+        fields = cv2.resize(half, (S, L), interpolation=cv2.INTER_LINEAR)
         liv = case.liver
         ctx.liver_b_db = np.float32(liv.backscatter_db) + np.float32(liv.texture_db) * fields[..., 0]
         if liv.coarse_db > 0:
