@@ -191,6 +191,13 @@ def test_video_grey_content_order_and_timing(tmp_path):
     assert secs == pytest.approx([i / 25 for i in range(12)], abs=1e-3)
 
 
+def test_video_odd_width_frames_are_c_contiguous(tmp_path):
+    path = tmp_path / "odd.mp4"
+    write_video(path, 3, size=(50, 70))  # FFmpeg pads 70*3-byte lines
+    frames = read(open_source(str(path)))
+    assert all(f.image.shape == (50, 70, 3) and f.image.flags.c_contiguous for f in frames)
+
+
 def test_video_colour_is_rgb_order(tmp_path):
     path = tmp_path / "colour.mkv"
     write_video(path, 3, codec="mjpeg", rgb=True)

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import av
 import av.error
+import numpy as np
 
 from sonoflow.stream.errors import SourceError
 from sonoflow.stream.sources.base import Source, SourceFrame
@@ -153,7 +154,9 @@ class VideoSource(Source):
                 note = self.pts_guard.check(int(pts), index)
                 if note:
                     extra["pts_warning"] = note
-                image = frame.to_ndarray(format=fmt)
+                # PyAV returns a strided view when FFmpeg pads lines (widths not a multiple
+                # of its alignment); the wire needs C-contiguous frames
+                image = np.ascontiguousarray(frame.to_ndarray(format=fmt))
                 guard.check(image, self.pixel_format, index)
                 last_pts = int(pts)
                 self.decoded += 1
