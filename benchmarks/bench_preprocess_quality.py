@@ -257,7 +257,9 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=9201, help="clip timed for cost")
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(9101, 9109)))
+    # 9101-9108 exposed a fan-corner overshoot whose fix was checked on them: report on a
+    # fresh set
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(9301, 9309)))
     ap.add_argument("--sim-frames", type=int, default=60)
     ap.add_argument("--out", type=Path, default=Path("out/bench_preprocess_quality.json"))
     ap.add_argument("--markdown", type=Path, default=None)

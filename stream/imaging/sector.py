@@ -377,18 +377,18 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
     # sample is screen, not image (IDs are often printed right there)
     r_in = max(r_in, 0.0)
     if edges is not None:
-        # edge angles from the apex: median over the hull's boundary rows. The signal
-        # threshold is far below speckle level, so a working pixel only partly inside the
-        # sector is already "on": the outermost pixel centres lie on (or just outside) the
-        # true edge, and no half-pixel is added
-        rows, left, right = edges
-        dy = np.maximum(rows - ay, 1e-6)
-        lo = float(np.median(np.arctan2(left - ax, dy)))
-        hi = float(np.median(np.arctan2(right - ax, dy)))
-        angles = (lo, hi)
+        # Edge rays from the (refined) apex through the fitted side lines at the far end of
+        # the fitted rows, next to the fan's corners: there the ray meets the line exactly,
+        # so an error in the apex height cannot push the corners out (nearer the apex the
+        # inner arc cuts the fan anyway). The signal threshold is far below speckle level,
+        # so a working pixel only partly inside the sector is already "on": the outermost
+        # pixel centres lie on (or just outside) the true edge; no half-pixel is added.
+        rows = edges[0]
+        y_far = float(rows.max())
+        dy = max(y_far - ay, 1e-6)
+        angles = (math.atan2(al * y_far + bl - ax, dy), math.atan2(ar * y_far + br - ax, dy))
     else:
-        half = 0.5 / max(r_out, 1.0)
-        angles = (math.atan(al) - half, math.atan(ar) + half)
+        angles = (math.atan(al), math.atan(ar))
     if not angles[0] < 0 < angles[1]:
         return None
     return _Model(kind, 0.0, True, area, apex=(float(ax), float(ay)), radii=(r_in, r_out),
