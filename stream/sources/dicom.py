@@ -1,8 +1,11 @@
 """DICOM ultrasound (single frames and multi-frame cine) through pydicom 3, frame by frame.
 
-Each frame is decoded on its own (``pydicom.pixels.pixel_array(file, index=i)``), so a cine is
-never decoded whole and one undecodable frame becomes a failed ``SourceFrame`` while the rest
-go on. Colour is converted exactly once:
+Each frame is decoded on its own (``pydicom.pixels.pixel_array(file, index=i)``, the decoder
+plugins pylibjpeg/openjpeg/libjpeg/Pillow behind it), so a cine is never decoded whole and one
+undecodable frame becomes a failed ``SourceFrame`` while the rest go on. 8-bit JPEG Baseline
+grey or YBR cine (the common ultrasound export) is decoded by OpenCV's libjpeg-turbo instead,
+about ten times faster, after the first frame was checked against pydicom's decode (see
+``FAST_JPEG_*``; ``decoder="pydicom"`` turns this off). Colour is converted exactly once:
 
 * ``YBR_FULL`` / ``YBR_FULL_422`` / ``YBR_RCT`` / ``YBR_ICT``: pydicom 3 (or the JPEG codec)
   already returns RGB while the header still says YBR; nothing more is done here.
@@ -42,7 +45,6 @@ DATA_TYPE_TISSUE = 1
 #: frame rate assumed when the file states none (documented; ``fps=`` overrides)
 DEFAULT_FPS = 30.0
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-_YBR = ("YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
 #: JPEG Baseline (the common ultrasound cine syntax) with these photometric interpretations may
 #: be decoded by OpenCV's libjpeg-turbo (about 10x pydicom's pylibjpeg + numpy YBR path here,
 #: see benchmarks/sections/sources.md); the result is checked against pydicom's on the first
