@@ -149,9 +149,13 @@ class _Base:
                 self.out.poll(20, zmq.POLLOUT)
 
     def close_sockets(self) -> None:
-        for s in (self.out, self.tap, self.ctrl):
+        # A normal end must not lose the EOS (or the last frames) still queued for a slow
+        # consumer: linger long (bounded). A stop linger short: shutdown must be quick even
+        # when a peer is dead.
+        out_linger = transport.LINGER_MS if self.stopped else transport.DRAIN_LINGER_MS
+        for s, linger in ((self.out, out_linger), (self.tap, 0), (self.ctrl, transport.LINGER_MS)):
             if s is not None:
-                s.close(linger=transport.LINGER_MS)
+                s.close(linger=linger)
         if self._own_ctx:
             self.ctx.term()
 
@@ -194,6 +198,7 @@ class StageRunner(_Base):
         self._open_output()
         self.tell("ready")
         last_seq: dict[str, int] = {}
+        eos_seen: set[str] = set()
         consecutive = 0
         code = 0
         try:
@@ -223,6 +228,8 @@ class StageRunner(_Base):
                     packets = self._supersede(packets)
                 for p in packets:
                     h = p.header
+                    log.debug("%s: got %s seq=%s", self.spec.name, type(h).__name__,
+                              getattr(h, "seq", getattr(h, "last_seq", None)))
                     if isinstance(h, m.FrameHeader):
                         prev = last_seq.get(h.stream_id)
                         if prev is not None and h.seq > prev + 1:
@@ -242,7 +249,12 @@ class StageRunner(_Base):
                             code = 3
                             return code
                     elif isinstance(h, m.EosHeader):
+                        if h.stream_id in eos_seen:
+                            continue  # captures repeat their EOS until stopped (see below)
+                        eos_seen.add(h.stream_id)
                         self.stats["eos"] += 1
+                        log.info("%s: end of stream %s (last seq %d, %s)", self.spec.name,
+                                 h.stream_id, h.last_seq, h.reason)
                         for extra in stage.flush(p) or []:
                             self.send(extra)
                         self.send(p)
@@ -401,6 +413,16 @@ class CaptureRunner(_Base):
         self.stopped = False  # EOS must go out even when asked to stop
         self._send_eos(m.Packet(eos), stop_state)
         self.tell("done", stats=self.stats, reason=reason, error=error, code=0)
+        # An EOS can be lost with a stage that dies and restarts (packets in flight to the dead
+        # process are gone). Repeat it until the supervisor says the run is over; stages
+        # ignore repeats (one EOS per stream).
+        last = time.monotonic()
+        while not stop_state and not self.stopped:
+            self.check_control(timeout_ms=100)
+            if time.monotonic() - last > 1.0:
+                last = time.monotonic()
+                self._send_eos(m.Packet(eos), True)
+        self.stopped = True
         self.close_sockets()
         return 0
 

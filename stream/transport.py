@@ -20,6 +20,7 @@ import zmq
 from sonoflow.stream.errors import ConfigError
 
 LINGER_MS = 200
+DRAIN_LINGER_MS = 10_000  # normal end of stream: let queued packets (EOS) drain
 MAX_MSG_BYTES = 256 * 1024 * 1024  # a 4K RGB frame is 25 MB; 256 MB bounds a hostile peer
 CONTROL_HWM = 1000
 MODES = ("threads", "processes", "tcp")

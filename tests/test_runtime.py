@@ -174,8 +174,11 @@ def test_stages_start_in_any_order_without_losing_frames(tmp_path):
     time.sleep(0.5)  # the capture has sent everything before the sink binds
     t_sink = threading.Thread(target=lambda: StageRunner(sink, ctx).run())
     t_sink.start()
-    t_cap.join(10)
     t_sink.join(10)
+    assert not t_sink.is_alive()
+    ctl.send_multipart([b"capture-a", msgspec.msgpack.encode({"t": "stop"})])
+    t_cap.join(10)
+    assert not t_cap.is_alive()
     recs = _records(out_dir)
     assert [r["seq"] for r in recs] == list(range(20))
     ctl.close(linger=0)
