@@ -31,7 +31,7 @@ from sonoflow.stream.sim.seeding import stream_rng
 
 _LN10_20 = math.log(10.0) / 20.0
 #: Largest depth gain the TGC applies (dB).
-TGC_MAX_DB = 60.0
+TGC_MAX_DB = 75.0
 
 
 @dataclass
