@@ -232,8 +232,9 @@ class DicomSource(Source):
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=False, defer_size="64 KB")
         except pydicom.errors.InvalidDicomError as e:
-            raise SourceError(str(p), "not a DICOM file (no 'DICM' marker at byte 128 and no "
-                                      f"readable DICOM header): {e}") from e
+            raise SourceError(str(p), "not a DICOM file: no 'DICM' marker at byte 128 and no "
+                                      "readable DICOM header (a DICOMDIR, report or other file "
+                                      "named .dcm?)") from e
         except (OSError, EOFError, ValueError, KeyError, TypeError) as e:
             raise SourceError(str(p), f"DICOM header cannot be read ({type(e).__name__}: {e}); "
                                       "the file is truncated or corrupt") from e
