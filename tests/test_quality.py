@@ -210,3 +210,20 @@ def test_visualization_score(specs, category):
     got, reason = visualization_score(_results(specs))
     assert got == category, reason
     assert reason
+
+
+def test_no_sector_yet_is_black_and_results_cross_the_wire():
+    from sonoflow.stream.messages import decode, encode
+
+    pre, q = create("preprocess"), create("quality")
+    blank = np.zeros((H, W), np.uint8)
+    cv2.putText(blank, "ID 12345", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+    pk = q.process(pre.process(_packet(blank, 0)))
+    assert pk.header.quality.flags == ["black"] and pk.header.status == "rejected"
+    pk = q.process(pre.process(_packet(frame(400), 1)))
+    back = decode(encode(pk))
+    assert back.header.quality == pk.header.quality
+    assert back.header.preprocess == pk.header.preprocess
+    assert back.header.extra["preprocess"]["radii_px"] == pk.header.extra["preprocess"]["radii_px"]
+    for name in ("image", "gray", "sector_mask"):
+        assert np.array_equal(back.arrays[name], pk.arrays[name])

@@ -137,7 +137,8 @@ class QualityAssessor:
         n = max(cdf[-1], 1.0)
 
         def pct(q: float) -> float:
-            return float(np.searchsorted(cdf, q * n))
+            # an empty sector (none found yet: the frame is all blank) reads as black
+            return float(np.searchsorted(cdf, q * n)) if cdf[-1] > 0 else 0.0
 
         mean = float(np.dot(hist, _LEVELS) / n)
         p5, p95, p99 = pct(0.05), pct(0.95), pct(0.99)
