@@ -333,21 +333,21 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
 
     The side lines alone place the apex poorly (a small slope error moves it far along the
     axis), so the apex height and both radii are fitted jointly to the top and bottom arcs
-    (concentric circles about the apex), then the edge angles are re-measured from the apex.
+    (concentric circles about the apex); the edges are rays from that apex through the
+    fitted side lines next to the fan's corners.
     """
     al, bl, ar, br = lines
     ay = (br - bl) / (al - ar)
     ax = al * ay + bl
-    hs, ws = blob.shape
-    ys, xs = np.nonzero(blob)
     fit = _fit_arcs(blob, ax, ay, 0.6 * min(-math.atan(al), math.atan(ar)))
     if fit is not None and fit[2] is not None and abs(fit[0] - ay) <= 0.2 * fit[2]:
         # the arcs refine the apex height; a fit far from the lines' apex is not trusted
         ay, r_in_fit, r_out_fit = fit
     else:
         r_in_fit = r_out_fit = None
-    r = np.hypot(xs - ax, ys - ay)
     if r_in_fit is None or r_out_fit is None:
+        ys, xs = np.nonzero(blob)
+        r = np.hypot(xs - ax, ys - ay)
         # Radii per scan-line bin: the inner arc is the median of the bins' nearest pixels
         # (a UI mark stuck to one line cannot move it); the outer arc the 80th percentile of
         # the bins' farthest pixels (deep lines darkened by shadows cannot pull it in).
