@@ -344,6 +344,13 @@ class CaptureRunner(_Base):
             time.sleep(0.05)
             self.close_sockets()
             return 2
+        except Exception as e:  # noqa: BLE001 - a reader bug must still name the file
+            log.debug("opening %s failed", spec.source, exc_info=True)
+            self.tell("fatal", message=f"{spec.source}: cannot open this source "
+                                       f"({type(e).__name__}: {e})")
+            time.sleep(0.05)
+            self.close_sockets()
+            return 2
         self._open_output()
         self.tell("ready", fps=source.fps, frame_count=source.frame_count,
                   calibration=[source.calibration.mm_per_px, source.calibration.source,
@@ -365,7 +372,12 @@ class CaptureRunner(_Base):
                     sf = next(it)
                 except StopIteration:
                     break
-                except SourceError as e:
+                except (SourceError, Exception) as e:  # noqa: BLE001 - any reader failure ends
+                    # the stream with an error naming the file; frames already sent are kept
+                    if not isinstance(e, SourceError):
+                        log.debug("reading %s failed", spec.source, exc_info=True)
+                        e = SourceError(spec.source, f"read failed after frame {seq}: "
+                                                     f"{type(e).__name__}: {e}")
                     reason, error = "error", str(e)
                     log.error("capture %s: %s", spec.stream_id, e)
                     self.send(m.Packet(m.ErrorHeader(stream_id=spec.stream_id, seq=seq + 1,
