@@ -168,7 +168,8 @@ class ClipRun:
     seconds: float = 0.0
 
 
-def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]) -> ClipRun:
+def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
+             infer_config: dict[str, Any] | None = None) -> ClipRun:
     """Simulate one clip and push it through the stages in process."""
     from sonoflow.stream.sim import sample_case, simulate_clip
 
@@ -178,7 +179,7 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
     h, w = 480, 640
     mm = tuple(case.mm_per_px(h, w))
     stages = [create(k) for k in stage_keys]
-    infer = create("infer") if detector_kind == "models" else None
+    infer = create("infer", infer_config) if detector_kind == "models" else None
     gt_det = GroundTruthNoiseDetector(seed, truth) if detector_kind == "gt-noise" else None
     track = create("track")
     aggs = {m: create("aggregate", {"method": m}) for m in ("log_odds", "attention")}
@@ -497,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=FIRST_SEED)
     ap.add_argument("--no-prep", action="store_true",
                     help="skip preprocess/quality (frames are then all 'good')")
+    ap.add_argument("--infer-config", type=json.loads, default=None,
+                    help='JSON config of the infer stage, e.g. \'{"precision": "int8"}\'')
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     import cv2
@@ -505,12 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     stage_keys = [] if args.no_prep else ["preprocess", "quality"]
     t0 = time.perf_counter()
-    runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys)
+    runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys,
+                     args.infer_config)
             for k in tqdm(range(args.clips), desc="clips", unit="clip")]
     seconds = time.perf_counter() - t0
     summary = summarise(runs)
     summary.update({"detector": args.detector, "frames_per_clip": args.frames,
                     "first_seed": args.first_seed, "stages": stage_keys,
+                    "infer_config": args.infer_config,
                     "machine": f"{platform.machine()} {platform.system()}",
                     "seconds": round(seconds, 1)})
     args.out.mkdir(parents=True, exist_ok=True)
@@ -519,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = (f".venv/bin/python benchmarks/eval_findings.py --detector {args.detector} "
            f"--clips {args.clips} --frames {args.frames}"
            + (f" --first-seed {args.first_seed}" if args.first_seed != FIRST_SEED else "")
-           + (" --no-prep" if args.no_prep else ""))
+           + (" --no-prep" if args.no_prep else "")
+           + (f" --infer-config '{json.dumps(args.infer_config)}'" if args.infer_config else ""))
     md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)
     print(md)
