@@ -445,7 +445,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
              seconds: float, first_seed: int = FIRST_SEED) -> str:
     fl = summary["frame_level"]
     lab = ("**detections derived from the simulator's ground truth with noise (NOT the "
-           "models)**" if detector == "gt-noise" else "the shipped models (ort-cpu)")
+           "models)**" if detector == "gt-noise" else
+           f"the models through the infer stage, config {summary.get('infer_config') or 'default'}")
     lines = [f"### Findings on {summary['clips']} held-out simulator clips ({lab})", "",
              f"Command: `{command}`  ", f"Clips: seeds {first_seed}..{first_seed + summary['clips'] - 1},"
              f" {n_frames} frames each, 480x640; run time {seconds:.0f} s.  ",
