@@ -1,0 +1,311 @@
+"""Benchmark scenario files (TOML) and the cases they expand to.
+
+A scenario answers one question. It names a source, a pipeline, the protocol (frames, runs,
+frames skipped at each end) and the settings it varies; every combination is a *case*, and all
+cases of a scenario are measured side by side in one invocation (runs interleaved)::
+
+    name = "transport"
+    question = "What does one hop cost, per transport, over a plain function-call chain?"
+    source = "pattern:width=640,height=480,fps=30"   # frames=N is added by the tool
+    prerender = false     # sim: sources: render once into an npz cache (source cost excluded)
+    pipeline = "relay"    # shipped name or a .toml path; or inline [[stage]] tables (below)
+    frames = 1000         # per run (the protocol: 1000 x 3 runs, skip 10 at each end)
+    runs = 3
+    skip = 10
+    pacing = "fast"       # or "realtime" (the source's fps)
+    mode = "threads"      # threads (inproc) | processes (ipc) | tcp (loopback, CURVE)
+    streams = 1           # concurrent copies of the source fanned into the pipeline
+    policy = "block"      # edge policy override; "" keeps the pipeline file's
+    video = false         # the sink also encodes overlay.mp4
+
+    [[stage]]             # inline pipeline (instead of `pipeline`); a sink is appended
+    key = "passthrough"
+    name = "hop1"
+
+    [overrides.infer]     # stage config overrides, by stage name
+    precision = "int8"
+
+    [matrix]              # axes: every combination becomes a case
+    mode = ["threads", "processes", "tcp"]
+    pacing = ["fast", "realtime"]
+
+    [[variant]]           # explicit cases, each crossed with the matrix
+    label = "plain loop"
+    engine = "plain"      # sonoflow (default) | plain | holoscan-greedy | holoscan-event
+
+Unknown keys, wrong types and impossible values are errors naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sonoflow.stream.errors import ConfigError
+
+ENGINES = ("sonoflow", "plain", "holoscan-greedy", "holoscan-event")
+MODES = ("threads", "processes", "tcp")
+PACINGS = ("fast", "realtime")
+AXES = ("mode", "pacing", "streams", "policy", "engine")
+_TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
+             "runs", "skip", "pacing", "mode", "streams", "policy", "video", "stage",
+             "overrides", "matrix", "variant", "expect"}
+_VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "overrides"}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "description": str, "question": str, "source": str, "prerender": bool,
+    "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
+    "streams": int, "policy": str, "video": bool, "label": str, "engine": str}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration of a scenario.
+
+    Attributes:
+        label: unique within the scenario, e.g. ``"processes fast"``.
+        engine: ``sonoflow`` | ``plain`` | ``holoscan-greedy`` | ``holoscan-event``.
+        mode: execution mode of the sonoflow engine (``"-"`` for the others).
+        pacing: ``fast`` | ``realtime``.
+        streams: concurrent streams.
+        policy: edge policy override (``""`` keeps the pipeline's).
+        overrides: stage name -> config overrides.
+    """
+
+    label: str
+    engine: str
+    mode: str
+    pacing: str
+    streams: int
+    policy: str
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass
+class Scenario:
+    """A loaded, validated scenario (see the module docstring for the file format)."""
+
+    name: str
+    path: str
+    question: str
+    description: str
+    source: str
+    prerender: bool
+    pipeline: str | None
+    stages: list[dict[str, Any]]
+    frames: int
+    runs: int
+    skip: int
+    video: bool
+    cases: list[Case]
+    expect: dict[str, float]
+    doc: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        """sha256 (first 16 hex digits) of the resolved scenario, protocol included."""
+        blob = json.dumps({**self.doc, "frames": self.frames, "runs": self.runs,
+                           "skip": self.skip}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_protocol(self, frames: int | None = None, runs: int | None = None,
+                      skip: int | None = None) -> Scenario:
+        """A copy with the protocol changed (``--quick``, ``--frames``, ``--runs``).
+
+        Raises:
+            ConfigError: the frames left after skipping both ends would be fewer than 10.
+        """
+        s = Scenario(**{**self.__dict__})
+        s.frames = self.frames if frames is None else frames
+        s.runs = self.runs if runs is None else runs
+        s.skip = self.skip if skip is None else skip
+        _check_protocol(s.path, s.frames, s.runs, s.skip)
+        return s
+
+
+def scenario_dirs() -> list[Path]:
+    """Where scenario names are looked up: ``./benchmarks/scenarios`` then the checkout's."""
+    here = Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios"
+    cwd = Path.cwd() / "benchmarks" / "scenarios"
+    return [cwd] if cwd.resolve() == here else [cwd, here]
+
+
+def available() -> list[Path]:
+    """Every scenario file found in :func:`scenario_dirs`, by name, first folder wins."""
+    seen: dict[str, Path] = {}
+    for d in scenario_dirs():
+        for p in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            seen.setdefault(p.stem, p)
+    return [seen[k] for k in sorted(seen)]
+
+
+def find(name_or_path: str) -> Path:
+    """Resolve a scenario name (``benchmarks/scenarios/<name>.toml``) or path.
+
+    Raises:
+        ConfigError: not found; the message lists the scenarios there are.
+    """
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"{p}: scenario file not found")
+        return p
+    for d in scenario_dirs():
+        q = d / f"{name_or_path}.toml"
+        if q.is_file():
+            return q
+    names = [q.stem for q in available()]
+    raise ConfigError(f"unknown scenario {name_or_path!r}; expected one of {names} or a path "
+                      f"to a .toml file (looked in {[str(d) for d in scenario_dirs()]})")
+
+
+def load(name_or_path: str) -> Scenario:
+    """Load and validate a scenario.
+
+    Raises:
+        ConfigError: missing file, bad TOML, unknown keys, wrong types or values.
+    """
+    path = find(name_or_path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return parse(doc, str(path))
+
+
+def parse(doc: dict[str, Any], where: str) -> Scenario:
+    """Validate a scenario document (already parsed TOML) and expand its cases.
+
+    Raises:
+        ConfigError: unknown keys, wrong types or values, duplicate case labels.
+    """
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; accepted: "
+                          f"{sorted(_TOP_KEYS)}")
+    for k, t in _TYPES.items():
+        if k in doc:
+            _check_type(where, k, doc[k], t)
+    if "source" not in doc:
+        raise ConfigError(f"{where}: `source` is required (e.g. \"pattern:width=640,height=480\" "
+                          "or \"sim:seed=3\" or a file path)")
+    if ("pipeline" in doc) == ("stage" in doc):
+        raise ConfigError(f"{where}: give exactly one of `pipeline` (a name or .toml path) and "
+                          "inline [[stage]] tables")
+    stages = list(doc.get("stage", []))
+    for i, s in enumerate(stages):
+        if not isinstance(s, dict) or "key" not in s:
+            raise ConfigError(f"{where}: [[stage]] #{i + 1} needs a `key` (a registered stage)")
+        bad = set(s) - {"key", "name", "config"}
+        if bad:
+            raise ConfigError(f"{where}: [[stage]] #{i + 1}: unknown field(s) {sorted(bad)}")
+    frames, runs, skip = int(doc.get("frames", 1000)), int(doc.get("runs", 3)), \
+        int(doc.get("skip", 10))
+    _check_protocol(where, frames, runs, skip)
+    base = {"engine": "sonoflow", "mode": doc.get("mode", "threads"),
+            "pacing": doc.get("pacing", "fast"), "streams": int(doc.get("streams", 1)),
+            "policy": doc.get("policy", ""), "overrides": _overrides(where, doc.get("overrides"))}
+    matrix = doc.get("matrix", {})
+    if not isinstance(matrix, dict) or set(matrix) - set(AXES):
+        raise ConfigError(f"{where}: [matrix] axes must be among {AXES}, got "
+                          f"{sorted(matrix) if isinstance(matrix, dict) else matrix!r}")
+    for k, v in matrix.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}: [matrix] {k} must be a non-empty list, got {v!r}")
+    variants = doc.get("variant", [{}]) or [{}]
+    cases: list[Case] = []
+    seen: set[tuple] = set()
+    for vi, var in enumerate(variants):
+        bad = set(var) - _VARIANT_KEYS
+        if bad:
+            raise ConfigError(f"{where}: [[variant]] #{vi + 1}: unknown key(s) {sorted(bad)}; "
+                              f"accepted: {sorted(_VARIANT_KEYS)}")
+        for k in var:
+            if k in _TYPES:
+                _check_type(f"{where} [[variant]] #{vi + 1}", k, var[k], _TYPES[k])
+        axes = list(matrix)
+        for point in itertools.product(*(matrix[a] for a in axes)) if axes else [()]:
+            c = {**base, **{k: v for k, v in var.items() if k not in ("label", "overrides")},
+                 **dict(zip(axes, point, strict=True))}
+            ov = {k: dict(v) for k, v in base["overrides"].items()}
+            for name, cfg in _overrides(where, var.get("overrides")).items():
+                ov.setdefault(name, {}).update(cfg)
+            case = _case(where, c, ov, var.get("label", ""), axes, point)
+            key = (case.engine, case.mode, case.pacing, case.streams, case.policy,
+                   json.dumps(case.overrides, sort_keys=True))
+            if key in seen:
+                continue  # e.g. the plain loop crossed with a mode axis it does not have
+            seen.add(key)
+            cases.append(case)
+    labels = [c.label for c in cases]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"{where}: case labels {dup} are not unique; give each [[variant]] a "
+                          "distinct `label`")
+    expect = doc.get("expect", {})
+    if not isinstance(expect, dict) or not all(isinstance(v, int | float) for v in
+                                               expect.values()):
+        raise ConfigError(f"{where}: [expect] maps a target name to a number, got {expect!r}")
+    return Scenario(name=doc.get("name", Path(where).stem), path=where,
+                    question=doc.get("question", ""), description=doc.get("description", ""),
+                    source=doc["source"], prerender=bool(doc.get("prerender", False)),
+                    pipeline=doc.get("pipeline"), stages=stages, frames=frames, runs=runs,
+                    skip=skip, video=bool(doc.get("video", False)), cases=cases,
+                    expect=dict(expect), doc=doc)
+
+
+def _check_type(where: str, key: str, value: Any, t: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) and t is int or not isinstance(value, t):
+        name = t.__name__ if isinstance(t, type) else "/".join(x.__name__ for x in t)
+        raise ConfigError(f"{where}: `{key}` must be {name}, got {value!r}")
+
+
+def _check_protocol(where: str, frames: int, runs: int, skip: int) -> None:
+    if runs < 1 or skip < 0 or frames - 2 * skip < 10:
+        raise ConfigError(f"{where}: protocol frames={frames}, runs={runs}, skip={skip} leaves "
+                          f"{frames - 2 * skip} frame(s) per run; need runs >= 1, skip >= 0 and "
+                          "frames - 2*skip >= 10")
+
+
+def _overrides(where: str, ov: Any) -> dict[str, dict[str, Any]]:
+    if ov is None:
+        return {}
+    if not isinstance(ov, dict) or not all(isinstance(v, dict) for v in ov.values()):
+        raise ConfigError(f"{where}: `overrides` maps a stage name to a table of config keys, "
+                          f"got {ov!r}")
+    return {k: dict(v) for k, v in ov.items()}
+
+
+def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: str,
+          axes: list[str], point: tuple) -> Case:
+    if c["engine"] not in ENGINES:
+        raise ConfigError(f"{where}: engine {c['engine']!r}; expected one of {ENGINES}")
+    if c["mode"] not in MODES:
+        raise ConfigError(f"{where}: mode {c['mode']!r}; expected one of {MODES}")
+    if c["pacing"] not in PACINGS:
+        raise ConfigError(f"{where}: pacing {c['pacing']!r}; expected one of {PACINGS}")
+    if c["policy"] not in ("", "block", "latest"):
+        raise ConfigError(f"{where}: policy {c['policy']!r}; expected \"\", \"block\" or "
+                          "\"latest\"")
+    if not isinstance(c["streams"], int) or c["streams"] < 1:
+        raise ConfigError(f"{where}: streams must be an integer >= 1, got {c['streams']!r}")
+    if c["engine"] != "sonoflow":
+        if c["streams"] != 1:
+            raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
+                              f"streams={c['streams']}")
+        c["mode"] = "-"
+    parts = [label] if label else []
+    if not label and c["engine"] != "sonoflow":
+        parts.append(c["engine"])
+    for a, v in zip(axes, point, strict=True):
+        if a == "mode" and c["engine"] != "sonoflow":
+            continue
+        parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else str(v))
+    if not parts:
+        parts = [c["engine"] if c["engine"] != "sonoflow" else c["mode"]]
+    return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
+                streams=int(c["streams"]), policy=c["policy"], overrides=ov)
