@@ -108,6 +108,7 @@ def timeline_png(frames: list[dict[str, Any]]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     # lost frames (seq gaps) have no frame_index: place them by seq
     idx = np.array([_first_not_none(f.get("frame_index"), f.get("seq"), i)
@@ -128,6 +129,8 @@ def timeline_png(frames: list[dict[str, Any]]) -> bytes:
     ax_q.grid(alpha=0.3)
     ax_d.bar(idx, n_det, width=1.0, color="#CC79A7")
     ax_d.set_ylabel("detections")
+    ax_d.set_ylim(0, max(float(np.nanmax(n_det)) if n_det.size else 0.0, 1.0) + 0.5)
+    ax_d.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_d.grid(alpha=0.3)
     colours = [STATUS_COLOURS.get(s, "#000000") for s in statuses]
     ax_s.bar(idx, np.ones_like(idx), width=1.0, color=colours)
