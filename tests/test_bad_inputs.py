@@ -173,6 +173,28 @@ def test_video_resolution_change_mid_stream(tmp_path):
     assert "32x24" in err.problem
 
 
+def test_video_non_monotonic_pts_reported(tmp_path):
+    path = tmp_path / "pts.mkv"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mjpeg", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuvj420p"
+        for i, pts in enumerate([0, 1, 2, 5, 4, 6]):  # frame 4 goes back in time
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8),
+                                               format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                p.pts, p.dts = pts, i
+                out.mux(p)
+    src = open_source(str(path))
+    frames = list(src.frames())
+    src.close()
+    assert len(frames) == 6 and src.pts_guard.count == 1
+    assert [("pts_warning" in f.extra) for f in frames] == [i == 4 for i in range(6)]
+    assert "frame 4: pts 160 is not after frame 3's pts 200" in frames[4].extra["pts_warning"]
+    frames, err = read_until_error(path, strict_pts=True)
+    assert len(frames) == 4 and "non-monotonic timestamps" in err.problem
+
+
 # --- DICOM ----------------------------------------------------------------------------------
 
 
