@@ -142,7 +142,7 @@ def plan_block(case, block: int, n_frames: int) -> list[FrameEvents]:
             for j in range(n):
                 if s + j >= n_frames:
                     break
-                ev[s + j]["jerk_mm"] = direction * speed * (j + 1)
+                ev[s + j]["jerk_mm"] = direction * min(speed * (j + 1), 25.0)
                 ev[s + j]["blur_lines"] = int(rng.integers(7, 19))
     if gain_after is not None:
         s, step = gain_after

@@ -183,7 +183,14 @@ class TextureField:
         rng = stream_rng(self.seed, "texture-layer", k)
         tex = self._smooth(rng, self.corr_mm / TEXTURE_GRID_MM / 2.0)
         dots = self._smooth(rng, 0.6 / TEXTURE_GRID_MM / 2.0)
-        coarse = self._smooth(rng, 6.0 / TEXTURE_GRID_MM / 2.0)
+        # The 6 mm field is smooth: draw it on a 4x coarser grid and interpolate up.
+        w = rng.standard_normal(((self.nz + 3) // 4 + 1, (self.nx + 3) // 4 + 1),
+                                dtype=np.float32)
+        sig = 6.0 / (4 * TEXTURE_GRID_MM) / 2.0
+        k = int(2 * math.ceil(3 * sig) + 1)
+        small = cv2.GaussianBlur(w, (k, k), sig, borderType=cv2.BORDER_REFLECT)
+        small /= np.float32(small.std() + 1e-6)
+        coarse = cv2.resize(small, (self.nx, self.nz), interpolation=cv2.INTER_LINEAR)
         return np.dstack([tex, dots, coarse])
 
     def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float) -> np.ndarray:

@@ -96,9 +96,10 @@ class Renderer:
         self.scan = ScanConverter.build(grid, height, width)
         m = case.motion
         half_w = (p.radius_mm + p.depth_mm) * math.sin(p.half_angle_rad)
-        box = WorldBox(x_min=m.x0_mm - half_w - 60.0, x_max=m.x0_mm + half_w + 60.0,
-                       z_min=-p.radius_mm * (1 - math.cos(p.half_angle_rad)) - 30.0,
-                       z_max=p.depth_mm + 30.0)
+        # Margins cover breathing (<= 16 mm), tremor and motion-blur jerks (<= 25 mm).
+        box = WorldBox(x_min=m.x0_mm - half_w - 40.0, x_max=m.x0_mm + half_w + 40.0,
+                       z_min=-p.radius_mm * (1 - math.cos(p.half_angle_rad)) - 20.0,
+                       z_max=p.depth_mm + 20.0)
         self.speckle = SpeckleField(case.seed, box)
         self.texture = TextureField(case.seed, box, case.liver.texture_corr_mm)
         self.ox, self.oz, self.norm = self.speckle.footprint(grid, m.phi0_rad)

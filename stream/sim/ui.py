@@ -33,10 +33,15 @@ class UiOverlay:
     mask: np.ndarray
     items: list[dict] = field(default_factory=list)
     ruler: dict | None = None
+    _flat: np.ndarray | None = field(default=None, repr=False)
+    _values: np.ndarray | None = field(default=None, repr=False)
 
     def apply(self, image: np.ndarray) -> None:
         """Burn the overlay into ``image`` (in place)."""
-        image[self.mask] = self.pixels[self.mask]
+        if self._flat is None:
+            self._flat = np.flatnonzero(self.mask)
+            self._values = self.pixels.reshape(-1)[self._flat]
+        image.reshape(-1)[self._flat] = self._values
 
 
 def _text_layer(shape, text: str, org: tuple[int, int], scale: float, value: int,
