@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zlib
@@ -196,6 +197,31 @@ def test_video_odd_width_frames_are_c_contiguous(tmp_path):
     write_video(path, 3, size=(50, 70))  # FFmpeg pads 70*3-byte lines
     frames = read(open_source(str(path)))
     assert all(f.image.shape == (50, 70, 3) and f.image.flags.c_contiguous for f in frames)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI (Debian ffmpeg)")
+def test_video_edit_list_trim_is_not_a_count_mismatch(tmp_path):
+    """A stream-copy cut keeps packets before the cut, hidden by an edit list: the container
+    states 30 frames, 20 are shown, and that is not a truncation."""
+    src_path, cut = tmp_path / "gop.mp4", tmp_path / "cut.mp4"
+    with av.open(str(src_path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.gop_size = 30
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.stack([ramp_frame(i % 20)] * 3, -1),
+                                               format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-ss", "0.4", "-i", str(src_path),
+                    "-c", "copy", str(cut)], check=True, timeout=60)
+    src = open_source(str(cut))
+    frames = read(src)
+    assert src.frame_count == 30 and src.discarded == 10 and len(frames) == 20
+    assert abs(float(frames[0].image.mean()) - ramp_frame(10).mean()) < 4
 
 
 def test_video_colour_is_rgb_order(tmp_path):

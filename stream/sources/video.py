@@ -34,6 +34,7 @@ class VideoSource(Source):
         width_px, height_px: frame size the container declares.
         codec: FFmpeg decoder name.
         decoded, failed: frames delivered with an image / as failed so far.
+        discarded: packets outside the container's edit list (decoded, not delivered).
         timing_source: ``"container"`` (pts from the file).
     """
 
@@ -58,6 +59,8 @@ class VideoSource(Source):
         self.codec = ""
         self.decoded = 0
         self.failed = 0
+        #: packets the container's edit list hides (not counted as frames)
+        self.discarded = 0
         self.timing_source = "container"
         self.pts_guard = PtsGuard(str(self.path), strict=strict_pts)
         self._container = None
@@ -123,6 +126,7 @@ class VideoSource(Source):
         fmt = "gray" if self.pixel_format == "gray8" else "rgb24"
         index = 0
         last_pts = -1
+        discarded = 0
         demux = container.demux(stream)
         while True:
             try:
@@ -133,6 +137,9 @@ class VideoSource(Source):
                 raise SourceError(str(self.path), f"reading stopped after {index} frame(s): "
                                                   f"{e.strerror or e} (truncated or corrupt "
                                                   "file)") from e
+            if packet.is_discard:
+                # outside the container's edit list: decoded for reference, never shown
+                discarded += 1
             try:
                 decoded = packet.decode()
             except av.error.FFmpegError as e:
@@ -163,11 +170,14 @@ class VideoSource(Source):
                 yield SourceFrame(image=image, frame_index=index, pts=int(pts),
                                   time_base=self.time_base, extra=extra)
                 index += 1
-        if self.check_frame_count and self.frame_count is not None and index != self.frame_count:
-            raise SourceError(str(self.path), f"the container states {self.frame_count} frames "
-                                              f"but {index} were read ({self.decoded} decoded, "
-                                              f"{self.failed} failed): the file is truncated or "
-                                              "its index is wrong")
+        self.discarded = discarded
+        expected = None if self.frame_count is None else self.frame_count - discarded
+        if self.check_frame_count and expected is not None and index != expected:
+            skipped = f", {discarded} outside the edit list" if discarded else ""
+            raise SourceError(str(self.path), f"the container states {self.frame_count} frames"
+                                              f"{skipped} but {index} were read ("
+                                              f"{self.decoded} decoded, {self.failed} failed): "
+                                              "the file is truncated or its index is wrong")
 
     def _synth_pts(self, index: int) -> int:
         """pts for a frame the container gave none: ``index / fps`` in the stream time base."""
