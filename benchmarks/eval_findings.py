@@ -166,6 +166,7 @@ class ClipRun:
     frame_diffuse: list[tuple[str, str]] = field(default_factory=list)
     mm_per_px: tuple[float, float] = (1.0, 1.0)
     seconds: float = 0.0
+    stage_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
 def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
@@ -209,12 +210,17 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
                 hdr.infer = inf
                 hdr.status = "analysed"
                 packet.arrays["lesion_mask"] = lesion_mask
+        t_stage = time.perf_counter()
         packet = track.process(packet)
+        run.stage_ms["track"].append((time.perf_counter() - t_stage) * 1e3)
         hdr = packet.header
         if hdr.infer is not None:
             _score_frame(run, votes, hdr, packet.arrays, f, mm, lcfg)
         for agg in aggs.values():
+            t_stage = time.perf_counter()
             out = agg.process(packet)
+            run.stage_ms[f"aggregate[{agg.config['method']}]"].append(
+                (time.perf_counter() - t_stage) * 1e3)
             packet = out[0] if isinstance(out, list) else out
     eos = Packet(EosHeader(stream_id=stream_id, last_seq=seq, frames_total=seq + 1))
     for m, agg in aggs.items():
@@ -388,6 +394,14 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
         "steatosis_accuracy": _mean([a for a, _ in fdiff]),
         "fibrosis_accuracy": _mean([b for _, b in fdiff]),
     }
+    stage_ms: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        for k, v in r.stage_ms.items():
+            stage_ms[k] += v
+    out["stage_ms_per_frame"] = {k: {"p50": float(np.percentile(v, 50)),
+                                     "p99": float(np.percentile(v, 99)),
+                                     "max": float(np.max(v)), "frames": len(v)}
+                                 for k, v in sorted(stage_ms.items()) if v}
     for method in ("log_odds", "attention"):
         scores = [score_clip(r, method) for r in runs]
         eligible = sum(s["eligible"] for s in scores)
@@ -484,7 +498,10 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
         "steatosis_accuracy", "case_level")
     row("fibrosis stage accuracy", "-", _f(fl["fibrosis_accuracy"], True), "fibrosis_accuracy",
         "case_level")
-    lines += ["", f"Eligible lesions: {lo['lesion_level']['eligible_lesions']}; LI-RADS "
+    cost = "; ".join(f"{k} p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms"
+                     for k, v in summary.get("stage_ms_per_frame", {}).items())
+    lines += ["", f"Per-frame cost, in process: {cost}.  "]
+    lines += [f"Eligible lesions: {lo['lesion_level']['eligible_lesions']}; LI-RADS "
               f"abstentions: {lo['case_level']['lirads_abstained']} (log-odds), "
               f"{at['case_level']['lirads_abstained']} (attention); matched frame detections: "
               f"{fl['matched_detections']}.", ""]
