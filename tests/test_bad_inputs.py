@@ -219,14 +219,27 @@ def test_dicom_without_pixel_data(tmp_path):
 
 
 def test_dicom_with_a_transfer_syntax_nobody_decodes(tmp_path):
-    path = tmp_path / "h264.dcm"
-    ds = dicom(frames=2, ts=MPEG4HP41)
-    ds.PixelData = encapsulate([b"\x00\x00\x00\x01" + b"\x00" * 64])
+    path = tmp_path / "jpip.dcm"
+    ds = dicom(frames=2, ts=UID("1.2.840.10008.1.2.4.94"))  # JPIP Referenced
+    ds.PixelData = encapsulate([b"\x00" * 64])
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
     err = open_error(path)
-    assert "MPEG-4 AVC/H.264" in err.problem and MPEG4HP41 in err.problem
-    assert "no pixel decoder" in err.problem
+    assert "JPIP Referenced (1.2.840.10008.1.2.4.94)" in err.problem
+    assert "no pixel decoder" in err.problem and "Transcode" in err.problem
+
+
+def test_dicom_h264_with_a_broken_stream(tmp_path):
+    path = tmp_path / "h264.dcm"
+    ds = dicom(frames=2, ts=MPEG4HP41)
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.PlanarConfiguration = \
+        "YBR_PARTIAL_420", 3, 0
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x01" + b"\x07garbage" * 8])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    frames, err = read_until_error(path)
+    assert all(f.image is None for f in frames)
+    assert err.path == str(path) and "MPEG-4 AVC/H.264" in err.problem
 
 
 def test_dicom_with_a_private_transfer_syntax(tmp_path):

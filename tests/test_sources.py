@@ -16,6 +16,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    MPEG4HP41,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     UltrasoundMultiFrameImageStorage,
@@ -285,6 +286,37 @@ def test_dicom_multiframe_frame_by_frame_with_timing_and_regions(tmp_path):
     assert [int(f.image[0, 0]) for f in frames] == [20, 30, 40, 50, 60]
     assert [f.pts for f in frames] == [0, 40000, 80000, 120000, 160000]
     assert frames[0].time_base == (1, 1_000_000) and src.pixel_format == "gray8"
+
+
+def test_dicom_h264_cine_through_pyav(tmp_path):
+    import io
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="h264") as out:  # Annex-B elementary stream, as in DICOM
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.stack([ramp_frame(i)] * 3, -1),
+                                               format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                out.mux(p)
+        for p in s.encode():
+            out.mux(p)
+    data = buf.getvalue()
+    ds = dicom_dataset(48, 64, 10, ts=MPEG4HP41, photometric="YBR_PARTIAL_420", samples=3)
+    ds.FrameTime = 40
+    half = len(data) // 2  # the stream may be split over fragments anywhere
+    ds.PixelData = encapsulate([data[:half], data[half:]])
+    ds["PixelData"].VR = "OB"
+    path = tmp_path / "h264.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    src = open_source(str(path))
+    frames = read(src)
+    assert len(frames) == 10 and src.pixel_format == "rgb24"
+    assert [f.pts for f in frames] == [40000 * i for i in range(10)]
+    means = [float(f.image.mean()) for f in frames]
+    assert all(abs(m - (20 + 10 * i)) < 4 for i, m in enumerate(means))
 
 
 def test_dicom_dispatch_by_magic_without_extension(tmp_path):

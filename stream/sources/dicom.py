@@ -5,7 +5,9 @@ plugins pylibjpeg/openjpeg/libjpeg/Pillow behind it), so a cine is never decoded
 undecodable frame becomes a failed ``SourceFrame`` while the rest go on. 8-bit JPEG Baseline
 grey or YBR cine (the common ultrasound export) is decoded by OpenCV's libjpeg-turbo instead,
 about ten times faster, after the first frame was checked against pydicom's decode (see
-``FAST_JPEG_*``; ``decoder="pydicom"`` turns this off). Colour is converted exactly once:
+``FAST_JPEG_*``; ``decoder="pydicom"`` turns this off). MPEG-2, H.264 and HEVC cine (video
+transfer syntaxes, which pydicom cannot decode) go through PyAV packet by packet
+(``VIDEO_SYNTAXES``). Colour is converted exactly once:
 
 * ``YBR_FULL`` / ``YBR_FULL_422`` / ``YBR_RCT`` / ``YBR_ICT``: pydicom 3 (or the JPEG codec)
   already returns RGB while the header still says YBR; nothing more is done here.
@@ -27,7 +29,7 @@ import cv2
 import numpy as np
 import pydicom
 import pydicom.errors
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_fragments, generate_frames
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder, pixel_array
 
@@ -58,6 +60,18 @@ FAST_JPEG_PHOTOMETRIC = {"YBR_FULL_422": 3, "YBR_FULL": 3, "MONOCHROME2": 1}
 FAST_JPEG_MAX_MEAN_DIFF = 0.5
 FAST_JPEG_MAX_P999_DIFF = 4.0
 DECODERS = ("auto", "pydicom")
+#: video transfer syntaxes (PS3.5 8.2.5-8.2.8: one MPEG elementary stream split over the
+#: fragments) -> the FFmpeg raw-stream demuxer that reads them; decoded through PyAV, which
+#: pydicom has no plugin for. Stereo H.264 (.106) is not in the list: one view is not a cine.
+VIDEO_SYNTAXES = {
+    "1.2.840.10008.1.2.4.100": "mpegvideo", "1.2.840.10008.1.2.4.100.1": "mpegvideo",
+    "1.2.840.10008.1.2.4.101": "mpegvideo", "1.2.840.10008.1.2.4.101.1": "mpegvideo",
+    "1.2.840.10008.1.2.4.102": "h264", "1.2.840.10008.1.2.4.102.1": "h264",
+    "1.2.840.10008.1.2.4.103": "h264", "1.2.840.10008.1.2.4.103.1": "h264",
+    "1.2.840.10008.1.2.4.104": "h264", "1.2.840.10008.1.2.4.104.1": "h264",
+    "1.2.840.10008.1.2.4.105": "h264", "1.2.840.10008.1.2.4.105.1": "h264",
+    "1.2.840.10008.1.2.4.107": "hevc", "1.2.840.10008.1.2.4.108": "hevc",
+}
 # What pydicom raises from a decoder on bad frame data (no broad except).
 _DECODE_ERRORS = (ValueError, RuntimeError, NotImplementedError, OSError, EOFError)
 
@@ -214,6 +228,7 @@ class DicomSource(Source):
         self._times_ms: list[float] = []
         self._native = True
         self._fast_candidate = False
+        self._video_format: str | None = None
 
     def open(self) -> None:
         """Read and validate the header; check a decoder exists (idempotent).
@@ -253,7 +268,9 @@ class DicomSource(Source):
         if ts is None:
             raise SourceError(str(p), "no TransferSyntaxUID in the file meta information")
         self.transfer_syntax = f"{ts.name} ({ts})" if ts.name != ts else str(ts)
-        self._check_decoder(ts)
+        self._video_format = VIDEO_SYNTAXES.get(str(ts))
+        if self._video_format is None:
+            self._check_decoder(ts)
         self._native = not ts.is_compressed
         pi = str(ds.PhotometricInterpretation)
         self._fast_candidate = (self.decoder_option == "auto" and ts == FAST_JPEG_SYNTAX
@@ -317,6 +334,9 @@ class DicomSource(Source):
         self.open()
         ds = self._ds
         guard = FrameGuard(str(self.path))
+        if self._video_format is not None:
+            yield from self._video_frames(ds, guard)
+            return
         try:
             self._file = open(self.path, "rb")
         except OSError as e:
@@ -361,6 +381,72 @@ class DicomSource(Source):
                                   extra=extra)
         finally:
             self._close_file()
+
+    def _video_frames(self, ds: pydicom.Dataset, guard: FrameGuard) -> Iterator[SourceFrame]:
+        """Frames of an MPEG-2 / H.264 / HEVC DICOM through PyAV, packet by packet.
+
+        pts come from the DICOM timing (the raw elementary stream carries none); a packet that
+        fails to decode is one failed frame; fewer frames than NumberOfFrames is an error
+        after the decoded ones were delivered.
+        """
+        import io
+
+        import av
+        import av.error
+
+        n = self.frame_count or 1
+        try:
+            stream_bytes = b"".join(generate_fragments(ds.PixelData))
+        except _DECODE_ERRORS as e:
+            raise SourceError(str(self.path), f"encapsulated {self.transfer_syntax} pixel data "
+                                              f"cannot be read: {e}") from e
+        try:
+            container = av.open(io.BytesIO(stream_bytes), format=self._video_format)
+        except av.error.FFmpegError as e:
+            raise SourceError(str(self.path), f"the {self.transfer_syntax} stream cannot be "
+                                              f"opened by FFmpeg: {e.strerror or e}") from e
+        fmt = "gray" if self.pixel_format == "gray8" else "rgb24"
+        index = 0
+        try:
+            if not container.streams.video:
+                raise SourceError(str(self.path), f"no video in the {self.transfer_syntax} "
+                                                  "pixel data")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for packet in container.demux(stream):
+                if index >= n:
+                    log.warning("%s: the %s stream holds more than NumberOfFrames=%d frames; "
+                                "the rest are ignored", self.path, self.transfer_syntax, n)
+                    break
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as e:
+                    pts = int(round(self._times_ms[index] * 1000.0))
+                    self.failed += 1
+                    yield SourceFrame(image=None, frame_index=index, pts=pts,
+                                      time_base=self.time_base,
+                                      error=f"frame {index} failed to decode "
+                                            f"({self.transfer_syntax}): {e.strerror or e}")
+                    index += 1
+                    continue
+                for frame in decoded:
+                    if index >= n:
+                        break
+                    image = np.ascontiguousarray(frame.to_ndarray(format=fmt))
+                    guard.check(image, self.pixel_format, index)
+                    pts = int(round(self._times_ms[index] * 1000.0))
+                    self.decoded += 1
+                    yield SourceFrame(image=image, frame_index=index, pts=pts,
+                                      time_base=self.time_base)
+                    index += 1
+        finally:
+            container.close()
+        if index < n:
+            raise SourceError(str(self.path), f"NumberOfFrames is {n} but the "
+                                              f"{self.transfer_syntax} stream ended after "
+                                              f"{index} frame(s) ({self.decoded} decoded, "
+                                              f"{self.failed} failed): the pixel data is "
+                                              "truncated or corrupt")
 
     def _pydicom_decode(self, i: int) -> np.ndarray:
         """Frame ``i`` through pydicom's frame-level decoding (RGB for YBR/RGB data)."""
