@@ -122,8 +122,10 @@ class AggregateStage(Stage):
         st.statuses.append(header.status)
         self._note_calibration(st, header)
         quality = header.quality.score if header.quality is not None else 1.0
-        if header.quality is not None:
-            st.qualities.append(header.quality)
+        if header.quality is not None:  # slim copy: a live stream runs for hours
+            st.qualities.append(QualityResult(score=header.quality.score,
+                                              flags=list(header.quality.flags),
+                                              keyframe=header.quality.keyframe))
         events: list[Packet] = []
         if header.infer is not None:
             inf = header.infer
