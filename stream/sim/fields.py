@@ -1,11 +1,12 @@
 """World-locked random fields: complex speckle (via summed-area tables) and tissue textures.
 
-The speckle source is i.i.d. complex white noise on a fine world grid (0.25 mm) in each
-elevation layer (2.5 mm apart). Each beam cell integrates the noise over its footprint, an
-axis-aligned box of the cell's area, read from a summed-area table (SAT) with one bilinear
-``cv2.remap`` of the four box corners. Bilinear interpolation of a SAT is the exact integral of
-the piecewise-constant noise, and equal map coordinates quantize equally in OpenCV's fixed-point
-remap, so each box sum is the exact integral over a box whose edges lie on a 1/32-cell lattice.
+The speckle source is i.i.d. complex white noise on a fine world grid (half the axial sample
+spacing, ~0.18 mm) in each elevation layer (2.5 mm apart). Each beam cell integrates the noise
+over its footprint, an axis-aligned box of the cell's area, read from a summed-area table (SAT)
+with a bilinear ``cv2.remap`` of the box corners. Bilinear interpolation of a SAT is the exact
+integral of the piecewise-constant noise, and equal map coordinates quantize equally in
+OpenCV's fixed-point remap, so each box sum is the exact integral over a box whose edges lie on
+a 1/32-cell lattice.
 Sub-cell motion therefore moves the speckle with the tissue instead of making it flicker.
 Elevational motion blends neighbouring layers with ``cos``/``sin`` weights (variance preserved).
 """
@@ -21,8 +22,7 @@ import numpy as np
 
 from sonoflow.stream.sim.seeding import stream_rng
 
-#: Speckle world grid spacing and elevational layer spacing (mm).
-SPECKLE_GRID_MM = 0.25
+#: Elevational layer spacing of the speckle (mm).
 SPECKLE_LAYER_MM = 2.5
 #: Texture grid spacing and layer spacing (mm).
 TEXTURE_GRID_MM = 0.4
@@ -60,90 +60,98 @@ class _LayerCache:
 class SpeckleField:
     """World-locked complex speckle of one clip.
 
+    The noise grid spacing is half the beam's axial sample spacing, so every beam cell
+    integrates a box exactly two grid rows tall (the cell's axial extent) and ``rdtheta`` wide.
+    A per-layer *strip table* ``D(x, z) = T(x, z + 2) - T(x, z)`` of the summed-area table
+    ``T`` turns each box sum into two lookups, ``D(x2, z1) - D(x1, z1)``. ``D`` is exactly
+    bilinear (both terms share their fractional offsets), so one bilinear remap of the two
+    corners gives the exact integral over the (1/32-cell snapped) box.
+
     Args:
         seed: clip seed (layers are keyed by ``(seed, layer)``).
         box: liver-frame extent to cover.
+        dd_mm: axial sample spacing of the beam grid.
     """
 
-    def __init__(self, seed: int, box: WorldBox):
+    def __init__(self, seed: int, box: WorldBox, dd_mm: float):
         self.seed = seed
         self.box = box
-        g = SPECKLE_GRID_MM
+        self.grid_mm = g = dd_mm / 2.0
         self.nx = int(math.ceil((box.x_max - box.x_min) / g)) + 1
         self.nz = int(math.ceil((box.z_max - box.z_min) / g)) + 1
-        self._sats = _LayerCache(4)
+        self._strips = _LayerCache(3)
 
-    def _sat(self, k: int) -> np.ndarray:
+    def _strip(self, k: int) -> np.ndarray:
+        """Strip table of layer ``k``: ``D[j, x] = sum_{x' < x} (W[j, x'] + W[j + 1, x'])``.
+
+        The noise is drawn as random bytes mapped to the odd integers -255..255 (zero mean,
+        variance 21845, as good as continuous once summed) and accumulated in exact integer
+        arithmetic; that is several times cheaper than float draws and a 2-D cumulative sum.
+        """
         rng = stream_rng(self.seed, "speckle-layer", k)
-        w = rng.random((self.nz, self.nx, 2), dtype=np.float32)
-        w -= np.float32(0.5)
-        w *= np.float32(math.sqrt(12.0))  # uniform(-sqrt3, sqrt3): unit variance
-        sat = np.zeros((self.nz + 1, self.nx + 1, 2), np.float32)
-        np.cumsum(w, axis=0, out=w)
-        np.cumsum(w, axis=1, out=sat[1:, 1:])
-        return sat
+        raw = np.frombuffer(rng.bytes(self.nz * self.nx * 2), dtype=np.int8)
+        raw = raw.reshape(self.nz, self.nx, 2)
+        pair = raw[:-1].astype(np.int16)
+        pair += raw[1:]
+        pair *= 2
+        pair += 2  # (2a + 1) + (2b + 1)
+        strip = np.zeros((self.nz - 1, self.nx + 1, 2), np.float32)
+        acc = np.cumsum(pair, axis=1, dtype=np.int32)
+        np.multiply(acc, np.float32(1.0 / math.sqrt(21845.0)), out=strip[:, 1:],
+                    casting="unsafe")
+        return strip
 
-    def footprint(self, grid, phi_rad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Box half-widths (grid cells) and normalisation of each beam cell.
+    def footprint(self, grid, phi_rad: float) -> tuple[np.ndarray, np.ndarray]:
+        """Corner offsets (grid cells) and normalisation of each beam cell.
 
         Args:
             grid: the :class:`~sonoflow.stream.sim.geometry.BeamGrid`.
-            phi_rad: in-plane probe rotation (the box is aligned to the liver frame).
+            phi_rad: in-plane probe rotation (unused: the box is ``rdtheta x dd`` in the
+                liver frame whatever the beam angle, which keeps the cell's area).
 
         Returns:
-            ``(ox, oz, norm)``: corner offsets ``(n_lines, 4, n_samples)`` in grid cells for the
-            corners ``(x1, z1), (x2, z1), (x1, z2), (x2, z2)`` (blocked per line, so the
-            corner arithmetic runs on contiguous rows), and the ``(n_lines, n_samples)``
-            normalisation, all float32.
+            ``(ox, norm)``: lateral corner offsets ``(n_lines, 2, n_samples)`` (``-hx, +hx``,
+            blocked per line so the corner arithmetic runs on contiguous rows) and the
+            ``(n_lines, n_samples)`` normalisation ``1 / sqrt((a_x - 1/3)(2 - 1/3))``, where
+            ``1/3`` is the expected variance lost at partially covered edge cells.
         """
-        g = SPECKLE_GRID_MM
         r = grid.probe.radius_mm + grid.depth_mm[None, :]
-        lat = r * grid.dtheta_rad
-        ax = grid.dd_mm
-        beta = (grid.theta_rad - phi_rad)[:, None]
-        sb, cb = np.abs(np.sin(beta)), np.abs(np.cos(beta))
-        wx = ax * sb + lat * cb
-        wz = ax * cb + lat * sb
-        scale = np.sqrt(ax * lat / (wx * wz))
-        ax_c = wx * scale / g
-        az_c = wz * scale / g
-        norm = 1.0 / np.sqrt(np.maximum(ax_c - 1.0 / 3.0, 0.3) * np.maximum(az_c - 1.0 / 3.0, 0.3))
-        hx, hz = ax_c / 2, az_c / 2
-        ox = np.stack([-hx, hx, -hx, hx], axis=1).astype(np.float32)
-        oz = np.stack([-hz, -hz, hz, hz], axis=1).astype(np.float32)
-        return ox, oz, norm.astype(np.float32)
+        a_x = np.broadcast_to(r * grid.dtheta_rad / self.grid_mm,
+                              (grid.n_lines, grid.n_samples))
+        ox = np.stack([-a_x / 2, a_x / 2], axis=1).astype(np.float32)
+        norm = 1.0 / np.sqrt(np.maximum(a_x - 1.0 / 3.0, 0.3) * (2.0 - 1.0 / 3.0))
+        return ox, norm.astype(np.float32)
 
     def sample(self, x_mm: np.ndarray, z_mm: np.ndarray, y_mm: float, ox: np.ndarray,
-               oz: np.ndarray, norm: np.ndarray) -> np.ndarray:
+               norm: np.ndarray) -> np.ndarray:
         """Complex speckle at the beam cells.
 
         Args:
             x_mm, z_mm: ``(L, S)`` float32 liver-frame cell centres.
             y_mm: elevational position of the imaging plane.
-            ox, oz, norm: from :meth:`footprint`, for the same cells.
+            ox, norm: from :meth:`footprint`, for the same cells.
 
         Returns:
             ``(L, S, 2)`` float32 (real, imaginary), unit variance per component.
         """
-        g = SPECKLE_GRID_MM
+        inv_g = np.float32(1.0 / self.grid_mm)
         t = y_mm / SPECKLE_LAYER_MM
         k = int(math.floor(t))
         frac = t - k
-        gx = (x_mm - np.float32(self.box.x_min)) * np.float32(1.0 / g)
-        gz = (z_mm - np.float32(self.box.z_min)) * np.float32(1.0 / g)
+        gx = (x_mm - np.float32(self.box.x_min)) * inv_g
+        # Strip row j covers grid rows j..j+2, so the box centred on gz starts at gz - 1.
+        gz = (z_mm - np.float32(self.box.z_min)) * inv_g - np.float32(1.0)
         L, S = gx.shape
-        mx = (gx[:, None, :] + ox).reshape(L, 4 * S)
-        my = (gz[:, None, :] + oz).reshape(L, 4 * S)
+        mx = (gx[:, None, :] + ox).reshape(L, 2 * S)
+        my = np.broadcast_to(gz[:, None, :], (L, 2, S)).reshape(L, 2 * S)
         # Fixed-point maps once for both layers (equal coordinates quantize equally).
         m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)
         weights = (math.cos(0.5 * math.pi * frac), math.sin(0.5 * math.pi * frac))
         res = None
         for layer, wgt in zip((k, k + 1), weights, strict=True):
-            out = cv2.remap(self._sats.get(layer, self._sat), m1, m2, cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE).reshape(L, 4, S, 2)
-            s = out[:, 3] - out[:, 2]
-            s -= out[:, 1]
-            s += out[:, 0]
+            out = cv2.remap(self._strips.get(layer, self._strip), m1, m2, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).reshape(L, 2, S, 2)
+            s = out[:, 1] - out[:, 0]
             s *= np.float32(wgt)
             res = s if res is None else cv2.add(res, s)
         res *= norm[..., None]

@@ -100,9 +100,9 @@ class Renderer:
         box = WorldBox(x_min=m.x0_mm - half_w - 40.0, x_max=m.x0_mm + half_w + 40.0,
                        z_min=-p.radius_mm * (1 - math.cos(p.half_angle_rad)) - 20.0,
                        z_max=p.depth_mm + 20.0)
-        self.speckle = SpeckleField(case.seed, box)
+        self.speckle = SpeckleField(case.seed, box, grid.dd_mm)
         self.texture = TextureField(case.seed, box, case.liver.texture_corr_mm)
-        self.ox, self.oz, self.norm = self.speckle.footprint(grid, m.phi0_rad)
+        self.ox, self.norm = self.speckle.footprint(grid, m.phi0_rad)
         self.wall = StaticWall(case, grid)
         self.nodularity = NodularityMap(case)
         L, S = grid.n_lines, grid.n_samples
@@ -219,7 +219,7 @@ class Renderer:
         s_lo = int(max(0, math.floor(float(cap.min()) / g.dd_mm) - 1))
         field = self.wall_noise.copy()
         world = self.speckle.sample(ctx.x_mm[:, s_lo:], ctx.z_mm[:, s_lo:], pose.yp_mm,
-                                    self.ox[:, :, s_lo:], self.oz[:, :, s_lo:], self.norm[:, s_lo:])
+                                    self.ox[:, :, s_lo:], self.norm[:, s_lo:])
         sub = field[:, s_lo:]
         np.copyto(sub, world, where=maps.world[:, s_lo:, None])
         field *= amp[..., None]
