@@ -75,9 +75,9 @@ def build_pipeline(scn: Scenario, case: Case) -> Pipeline:
         decls = [StageDecl(s.get("name", s["key"]), s["key"], dict(s.get("config", {})))
                  for s in scn.stages]
         pipe = Pipeline(scn.name, decls, "block", 8, scn.path)
-    if pipe.stages[-1].key != "sink":
-        pipe = Pipeline(pipe.name, [*pipe.stages, StageDecl("sink", "sink")], pipe.policy,
-                        pipe.hwm, pipe.path)
+    stages = pipe.stages if pipe.stages[-1].key == "sink" else [*pipe.stages,
+                                                                 StageDecl("sink", "sink")]
+    pipe = Pipeline(pipe.name, stages, pipe.policy, case.hwm or pipe.hwm, pipe.path)
     return pipe.with_overrides(case.overrides)
 
 
@@ -196,16 +196,8 @@ def _run_plain(scn: Scenario, case: Case, source: str) -> RunOutput:
                 if delay > 0:
                     time.sleep(delay)
                 t_in = m.now_ns()
-            img = sf.image
-            h = m.FrameHeader(stream_id="s0", seq=seq, frame_index=sf.frame_index, pts=sf.pts,
-                              time_base=tuple(sf.time_base), capture_ns=0,
-                              pixel_format="rgb24" if img.ndim == 3 else "gray8",
-                              pixel_spacing_mm=cal.mm_per_px, spacing_source=cal.source,
-                              spacing_note=cal.note, source=source,
-                              extra={"capture": sf.extra} if sf.extra else {})
-            h.capture_ns = m.now_ns()
-            h.stamps.append(m.Stamp("capture", t_in, h.capture_ns))
-            frame = _chain(stages, m.Packet(h, {"image": img}), m)
+            packet = capture_packet(sf, seq, source, cal, t_in)
+            frame = _chain(stages, packet, m)
             t_end = m.now_ns()
             lat = frame_latency_ms(frame.header, t_end) if "image" in frame.arrays else None
             rec = frame_record(frame.header, lat)
@@ -224,6 +216,42 @@ def _run_plain(scn: Scenario, case: Case, source: str) -> RunOutput:
     return RunOutput(streams={"s0": records}, hops=len(pipe.stages),
                      throughput_fps=(len(ends) - 1) / span_s if span_s > 0 else None,
                      processes=sampler.summary(), elapsed_s=time.monotonic() - t0)
+
+
+def capture_packet(sf, seq: int, source: str, cal, t_in_ns: int, stream_id: str = "s0"):
+    """The packet a capture runner would send for source frame ``sf`` (same header fields,
+    ``capture`` stamp from ``t_in_ns`` to now). Used by the plain loop and the Holoscan peer.
+
+    Args:
+        sf: a :class:`~sonoflow.stream.sources.base.SourceFrame` with an image.
+        seq: the frame's sequence number.
+        source: the source spec.
+        cal: the source's :class:`~sonoflow.stream.sources.base.Calibration`.
+        t_in_ns: when reading the frame started (monotonic ns).
+        stream_id: the stream's id.
+
+    Returns:
+        :class:`~sonoflow.stream.messages.Packet` with the ``image`` array.
+    """
+    from sonoflow.stream import messages as m
+
+    img = sf.image
+    h = m.FrameHeader(stream_id=stream_id, seq=seq, frame_index=sf.frame_index, pts=sf.pts,
+                      time_base=tuple(sf.time_base), capture_ns=0,
+                      pixel_format="rgb24" if img.ndim == 3 else "gray8",
+                      pixel_spacing_mm=cal.mm_per_px, spacing_source=cal.source,
+                      spacing_note=cal.note, source=source,
+                      extra={"capture": sf.extra} if sf.extra else {})
+    h.capture_ns = m.now_ns()
+    h.stamps.append(m.Stamp("capture", t_in_ns, h.capture_ns))
+    return m.Packet(h, {"image": img})
+
+
+def chain(stages, packet):
+    """Public form of :func:`_chain` (``stages``: ``[(name, Stage)]``)."""
+    from sonoflow.stream import messages as m
+
+    return _chain(stages, packet, m)
 
 
 def _chain(stages, packet, m):

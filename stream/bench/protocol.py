@@ -156,6 +156,7 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             "schema": SCHEMA, "scenario": scn.name, "scenario_hash": scn.hash,
             "case": case.label, "question": scn.question, "engine": case.engine,
             "mode": case.mode, "pacing": case.pacing, "policy": case.policy or "pipeline",
+            "hwm": pipe.hwm,
             "streams": case.streams, "overrides": case.overrides,
             "pipeline": [s.name for s in pipe.stages], "hops": len(pipe.stages),
             "source": scn.source, "source_resolved": source,
@@ -193,5 +194,9 @@ def _compare(records: list[dict[str, Any]]) -> None:
                 "e2e_p50_ratio": round(rec["e2e_ms"]["p50"] / e, 3) if e else None,
                 "overhead_p50_ratio": round(rec["overhead_ms"]["p50"] / o, 3) if o else None,
                 "overhead_p50_minus_ms": round(rec["overhead_ms"]["p50"] - o, 4),
+                "cpu_per_frame_minus_ms_per_hop": (
+                    round((rec["cpu_ms_per_frame"] - ref["cpu_ms_per_frame"]) / rec["hops"], 4)
+                    if rec["cpu_ms_per_frame"] is not None
+                    and ref["cpu_ms_per_frame"] is not None else None),
             }
         rec["vs"] = vs

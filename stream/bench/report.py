@@ -74,11 +74,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
                    f"{m.get('load_avg')} at start, {m.get('load_avg_end')} at end. "
                    f"{r0['date']}, scenario hash `{r0['scenario_hash']}`.\n")
         out.append("| case | e2e avg | p50 | p95 | p99 | p99.9 | max | overhead p50 | per hop "
-                   "p50 | per hop p99 | drops | fps | CPU % (sum) |")
+                   "p50 | per hop p99 | drops | fps | CPU ms/frame |")
         out.append("|---|" + "---:|" * 12)
         for r in recs:
             e, h = r["e2e_ms"], r["hop_ms"]
-            cpu = [v["cpu_pct"] for v in r.get("processes", {}).values() if v.get("cpu_pct")]
             if not e["count"]:
                 why = r.get("skipped") or "; ".join(r.get("errors", [])[:1]) or "no timed frames"
                 out.append(f"| {r['case']} | not measured: {why[:160]} |" + " |" * 11)
@@ -88,9 +87,10 @@ def markdown(records: list[dict[str, Any]]) -> str:
                 f"{_f(e['p99'])} | {_f(e['p999'])} | {_f(e['max'])} | "
                 f"{_f(r['overhead_ms']['p50'], 3)} | {_f(h['p50'], 3)} | {_f(h['p99'], 3)} | "
                 f"{r['drops']}/{r['frames']['total']} | {_f(r['throughput_fps'], 1)} | "
-                f"{_f(sum(cpu), 0) if cpu else '-'} |")
+                f"{_f(r.get('cpu_ms_per_frame'), 3)} |")
         out.append("\nms; `overhead` = e2e minus the time inside the stages; `per hop` = "
-                   "overhead / hops.\n")
+                   "overhead / hops; `CPU ms/frame` = CPU time of all the run's processes per "
+                   "captured frame.\n")
         stage_names = sorted({k for r in recs for k in r["stages_ms"]},
                              key=lambda k: (k != "capture", k))
         if stage_names:
@@ -112,12 +112,13 @@ def markdown(records: list[dict[str, Any]]) -> str:
         vs = [(r["case"], ref, v) for r in recs for ref, v in r.get("vs", {}).items()]
         if vs:
             out.append("| case | against | e2e p50 ratio | overhead p50 ratio | overhead p50 "
-                       "difference (ms) |")
-            out.append("|---|---|---:|---:|---:|")
+                       "difference (ms) | extra CPU per hop (ms/frame) |")
+            out.append("|---|---|---:|---:|---:|---:|")
             for case, ref, v in vs:
                 out.append(f"| {case} | {ref} | {_f(v['e2e_p50_ratio'], 2)} | "
                            f"{_f(v['overhead_p50_ratio'], 2)} | "
-                           f"{_f(v['overhead_p50_minus_ms'], 3)} |")
+                           f"{_f(v['overhead_p50_minus_ms'], 3)} | "
+                           f"{_f(v.get('cpu_per_frame_minus_ms_per_hop'), 3)} |")
             out.append("")
         procs = [(r["case"], n, v) for r in recs for n, v in r.get("processes", {}).items()]
         if procs:

@@ -16,6 +16,7 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     mode = "threads"      # threads (inproc) | processes (ipc) | tcp (loopback, CURVE)
     streams = 1           # concurrent copies of the source fanned into the pipeline
     policy = "block"      # edge policy override; "" keeps the pipeline file's
+    hwm = 0               # edge queue depth (ZeroMQ high-water marks); 0 keeps the pipeline's
     video = false         # the sink also encodes overlay.mp4
 
     [[stage]]             # inline pipeline (instead of `pipeline`); a sink is appended
@@ -51,15 +52,15 @@ from sonoflow.stream.errors import ConfigError
 ENGINES = ("sonoflow", "plain", "holoscan-greedy", "holoscan-event")
 MODES = ("threads", "processes", "tcp")
 PACINGS = ("fast", "realtime")
-AXES = ("mode", "pacing", "streams", "policy", "engine")
+AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm")
 _TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
-             "runs", "skip", "pacing", "mode", "streams", "policy", "video", "stage",
+             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "video", "stage",
              "overrides", "matrix", "variant", "expect"}
-_VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "overrides"}
+_VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "overrides"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "question": str, "source": str, "prerender": bool,
     "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
-    "streams": int, "policy": str, "video": bool, "label": str, "engine": str}
+    "streams": int, "policy": str, "hwm": int, "video": bool, "label": str, "engine": str}
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Case:
         pacing: ``fast`` | ``realtime``.
         streams: concurrent streams.
         policy: edge policy override (``""`` keeps the pipeline's).
+        hwm: edge queue depth override (0 keeps the pipeline's).
         overrides: stage name -> config overrides.
     """
 
@@ -82,6 +84,7 @@ class Case:
     pacing: str
     streams: int
     policy: str
+    hwm: int = 0
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -208,7 +211,8 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
     _check_protocol(where, frames, runs, skip)
     base = {"engine": "sonoflow", "mode": doc.get("mode", "threads"),
             "pacing": doc.get("pacing", "fast"), "streams": int(doc.get("streams", 1)),
-            "policy": doc.get("policy", ""), "overrides": _overrides(where, doc.get("overrides"))}
+            "policy": doc.get("policy", ""), "hwm": int(doc.get("hwm", 0)),
+            "overrides": _overrides(where, doc.get("overrides"))}
     matrix = doc.get("matrix", {})
     if not isinstance(matrix, dict) or set(matrix) - set(AXES):
         raise ConfigError(f"{where}: [matrix] axes must be among {AXES}, got "
@@ -235,7 +239,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
             for name, cfg in _overrides(where, var.get("overrides")).items():
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
-            key = (case.engine, case.mode, case.pacing, case.streams, case.policy,
+            key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
                    json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
@@ -291,6 +295,9 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
     if c["policy"] not in ("", "block", "latest"):
         raise ConfigError(f"{where}: policy {c['policy']!r}; expected \"\", \"block\" or "
                           "\"latest\"")
+    if not isinstance(c["hwm"], int) or isinstance(c["hwm"], bool) or c["hwm"] < 0:
+        raise ConfigError(f"{where}: hwm must be an integer >= 0 (0 = the pipeline's), got "
+                          f"{c['hwm']!r}")
     if not isinstance(c["streams"], int) or c["streams"] < 1:
         raise ConfigError(f"{where}: streams must be an integer >= 1, got {c['streams']!r}")
     if c["engine"] != "sonoflow":
@@ -298,14 +305,18 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
             raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
                               f"streams={c['streams']}")
         c["mode"] = "-"
+        c["hwm"] = 0
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])
     for a, v in zip(axes, point, strict=True):
         if a == "mode" and c["engine"] != "sonoflow":
             continue
-        parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else str(v))
+        if a == "hwm" and c["engine"] != "sonoflow":
+            continue
+        parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else
+                     f"hwm {v}" if a == "hwm" else str(v))
     if not parts:
         parts = [c["engine"] if c["engine"] != "sonoflow" else c["mode"]]
     return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
-                streams=int(c["streams"]), policy=c["policy"], overrides=ov)
+                streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov)

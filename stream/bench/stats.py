@@ -11,6 +11,8 @@ one distribution per measure (``count, avg, p50, p95, p99, p999, max``, ms):
 * ``overhead_ms`` - ``e2e`` minus the time inside the stages after capture: what the engine
   itself costs per frame (queues, encode/decode, wake-ups; a plain loop's is near zero);
 * ``hop_ms`` - ``overhead_ms`` divided by the chain's hops (capture -> stage 1 -> ... -> sink);
+* ``cpu_ms_per_frame`` - CPU time of every process of the run (all threads) per captured
+  frame, from ``/proc``: what a frame costs the machine, queueing excluded;
 * ``frame_age_ms`` - from the source starting to read the frame to its arrival at the sink
   (``e2e`` + ``capture``): how old the picture is when it is shown.
 
@@ -63,13 +65,18 @@ def pool(runs: list[RunOutput], skip: int) -> dict[str, Any]:
     Returns:
         ``{"e2e_ms", "stages_ms", "overhead_ms", "hop_ms", "frame_age_ms", "edges_ms",
         "frames", "drops", "failed", "drop_rate", "throughput_fps", "throughput_fps_runs",
+        "cpu_ms_per_frame",
         "e2e_p50_runs", "processes"}``; distributions as
         :func:`sonoflow.stream.timing.distribution`.
     """
     pooled: dict[str, list[float]] = {}
     counts = {"total": 0, "analysed": 0, "rejected": 0, "dropped": 0, "failed": 0}
-    p50_runs, fps_runs = [], []
+    p50_runs, fps_runs, cpu_runs = [], [], []
     for run in runs:
+        n_frames = sum(len(recs) for recs in run.streams.values())
+        cpu_s = [d["cpu_s"] for d in run.processes.values() if d.get("cpu_s") is not None]
+        if n_frames and cpu_s:
+            cpu_runs.append(1000.0 * sum(cpu_s) / n_frames)
         run_e2e = []
         for recs in run.streams.values():
             for r in recs:
@@ -99,6 +106,7 @@ def pool(runs: list[RunOutput], skip: int) -> dict[str, Any]:
         "drop_rate": round(counts["dropped"] / total, 5) if total else None,
         "throughput_fps": round(float(np.mean(fps_runs)), 2) if fps_runs else None,
         "throughput_fps_runs": fps_runs,
+        "cpu_ms_per_frame": round(float(np.mean(cpu_runs)), 4) if cpu_runs else None,
         "e2e_p50_runs": p50_runs,
         "processes": _processes(runs),
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                    help="scenario name in benchmarks/scenarios/ or a .toml path (default: all)")
-    p.add_argument("--out", required=True, type=Path,
+    p.add_argument("--out", type=Path,
                    help="JSON-lines file; the markdown table and the plots go beside it")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 60 frames x 1 run, skip 5 (numbers not for reporting)")
@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
             scn = scenario.load(str(path))
             print(f"{scn.name:24s} {len(scn.cases):3d} case(s)  {scn.question or scn.description}")
         return 0
+    if args.out is None:
+        print("sonoflow bench: --out FILE is required (JSON lines; the table and plots go "
+              "beside it)", file=sys.stderr)
+        return 2
     paths = [str(p) for p in scenario.available()] if not args.scenarios else args.scenarios
     if not paths:
         print("sonoflow bench: no scenarios given and none found in "
