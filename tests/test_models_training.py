@@ -45,6 +45,8 @@ def test_train_resume_export_load(config, tmp_path):
                                         "frame-smoke-pruned-fp32", "frame-smoke-pruned-int8"}
     pruned = report["artifacts"]["frame-smoke-pruned-fp32"]
     assert pruned["params"] < report["artifacts"]["frame-smoke-fp32"]["params"]
+    _, pcard = registry.resolve("frame-smoke-pruned", "fp32", [out])
+    assert pcard.id == "frame-smoke-pruned" and pcard.pruning_ratio == 0.25
     path, card = registry.resolve("frame-smoke", "int8", [out])
     assert card.precision == "int8" and card.extra["quantization"]["format"] == "QDQ"
     assert "ap50" in card.metrics and card.training["config_hash"]

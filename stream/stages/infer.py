@@ -61,6 +61,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _to_u8(prob: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 0..255 (for cheap warping)."""
+    return np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 class InferStage(Stage):
     """Runs the frame network and the lesion classifier (see the module docstring)."""
 
@@ -193,18 +198,25 @@ class InferStage(Stage):
         keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         boxes, conf = boxes[keep], fo.detections.confidence[keep]
 
-        mask_thr = float(card.thresholds.get("mask", 0.5))
+        # Masks are warped as uint8 (probability x 255, linear): about 3x cheaper than
+        # float32 at 480 x 640, and exact enough for a 0.5 threshold. The lesion plane only
+        # matters inside detection boxes, so it is skipped on frames without detections.
+        level = int(round(255 * float(card.thresholds.get("mask", 0.5))))
         valid = sector.astype(bool) if sector is not None else None
-        lesion = lb.warp_to_original(fo.lesion_prob, (H, W)) > mask_thr
-        liver = (lb.warp_to_original(fo.liver_prob, (H, W)) > mask_thr)
+        liver = lb.warp_to_original(_to_u8(fo.liver_prob), (H, W)) > level
         if valid is not None:
-            lesion &= valid
             liver &= valid
-        ids = instance_mask(lesion, boxes)
-        present = np.zeros(256, bool)
-        present[np.unique(ids)] = True
-        area = float(valid.sum()) if valid is not None else float((lb.width / lb.scale) *
-                                                                   (lb.height / lb.scale))
+        if len(boxes):
+            lesion = lb.warp_to_original(_to_u8(fo.lesion_prob), (H, W)) > level
+            if valid is not None:
+                lesion &= valid
+            ids = instance_mask(lesion, boxes)
+            present = np.bincount(ids.ravel(), minlength=256) > 0
+        else:
+            ids = np.zeros((H, W), np.uint8)
+            present = np.zeros(256, bool)
+        area = float(np.count_nonzero(valid)) if valid is not None else float(
+            (lb.width / lb.scale) * (lb.height / lb.scale))
 
         detections = []
         cls = self._classify(gray, boxes) if self._cls is not None and len(boxes) else None
@@ -228,7 +240,7 @@ class InferStage(Stage):
                 card.class_names["steatosis"], fo.steatosis_probs, strict=True)},
             fibrosis_probs={n: round(float(p), 4) for n, p in zip(
                 card.class_names["fibrosis"], fo.fibrosis_probs, strict=True)},
-            liver_fraction=round(float(liver.sum()) / max(area, 1.0), 4),
+            liver_fraction=round(float(np.count_nonzero(liver)) / max(area, 1.0), 4),
             models=dict(self._models), backend=self.config["backend"],
             precision=self._frame.precision)
         packet.arrays["lesion_mask"] = ids

@@ -398,12 +398,12 @@ def val_score(res: dict[str, Any]) -> float:
 
 def frame_card(cfg: dict[str, Any], precision: str, params: int, gflops: float,
                metrics: dict[str, Any], threshold: float, pruning_ratio: float = 0.0,
-               checkpoint: str = "") -> ModelCard:
-    """The frame model's card (see ``models_api``)."""
+               checkpoint: str = "", model_id: str = "") -> ModelCard:
+    """The frame model's card (see ``models_api``); ``model_id`` defaults to the config's."""
     m = cfg["model"]
     d = cfg["data"]
     return ModelCard(
-        id=m["id"], task="frame", precision=precision,
+        id=model_id or m["id"], task="frame", precision=precision,
         input=InputSpec(name="image", shape=[1, 1, 256, 256], normalisation=dict(m["normalisation"]),
                         resize="letterbox", pad_value=0),
         outputs={
@@ -589,7 +589,7 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
         gflops = count_gflops(m)
         thr = threshold_on_val(torch_outputs(m))
         ckpt_name = f"{model_id}.pt"
-        card = frame_card(cfg, "fp32", params, gflops, {}, thr, ratio, ckpt_name)
+        card = frame_card(cfg, "fp32", params, gflops, {}, thr, ratio, ckpt_name, model_id)
         fp32 = out / f"{model_id}-fp32.onnx"
         export_onnx(m, card, fp32, int(ex.get("opset", 17)))
         variants = [("fp32", fp32, card)]
