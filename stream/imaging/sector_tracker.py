@@ -43,7 +43,7 @@ class SectorTracker:
     """
 
     def __init__(self, params: SectorParams | None = None, *, redetect_every: int = 300,
-                 same_iou: float = 0.9, grow_frac: float = 0.3, empty_frac: float = 0.6,
+                 same_iou: float = 0.9, grow_frac: float = 0.15, empty_frac: float = 0.6,
                  shrink_confirm: int = 2, backoff: int = 15, coarse_px: int = 80):
         self.params = params or SectorParams()
         self.redetect_every = redetect_every
@@ -61,7 +61,7 @@ class SectorTracker:
         self.geometry: SectorGeometry | None = None
         self._since = 0
         self._pending_shrink = 0
-        self._quiet = 0
+        self._quiet = {"grow": 0, "empty": 0}
         self._ring: np.ndarray | None = None  # flat indices into the coarse image
         self._rim: np.ndarray | None = None
         self._coarse_shape: tuple[int, int] = (0, 0)
@@ -85,19 +85,22 @@ class SectorTracker:
                 self._adopt(new, gray)
             return self.geometry, had or new is not None
         self._since += 1
-        self._quiet = max(0, self._quiet - 1)
+        self._quiet = {k: max(0, v - 1) for k, v in self._quiet.items()}
         scheduled = self.redetect_every > 0 and self._since >= self.redetect_every
+        fired = None
         if not (scheduled or self._pending_shrink):
             fired = self._rings_fire(gray)
-            # growth is never a false alarm; an empty rim may be a lifted probe: rest after one
-            if fired is None or (fired == "empty" and self._quiet):
+            # after a false alarm (a lifted probe empties the rim; noise can light the ring)
+            # that check rests for ``backoff`` frames, so one cause costs one detection
+            if fired is None or self._quiet[fired]:
                 return g, False
         self._since = 0
         new = self._detect(gray)
         if new is None or mask_iou(new.mask, g.mask) >= self.same_iou:
             # a false alarm (lost contact, a dark frame): do not re-detect on every frame
             self._pending_shrink = 0
-            self._quiet = self.backoff
+            if fired is not None:
+                self._quiet[fired] = self.backoff
             return g, False
         outside = np.count_nonzero((new.mask > 0) & (g.mask == 0)) / max(g.area_px, 1)
         if outside > 0.02 and new.area_px >= 0.7 * g.area_px:
@@ -107,7 +110,8 @@ class SectorTracker:
             return new, True
         if not self._given_up_is_background(gray, g, new):
             self._pending_shrink = 0
-            self._quiet = self.backoff
+            if fired is not None:
+                self._quiet[fired] = self.backoff
             return g, False
         self._pending_shrink += 1
         if self._pending_shrink >= self.shrink_confirm:
