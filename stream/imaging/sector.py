@@ -7,8 +7,9 @@ geometric model to the blob (two side lines meeting at an apex plus inner and ou
 rectangle). The model's mask, not the blob, is what gets kept, so dark tissue at the sector's
 edge (shadows, lost contact) does not shrink it.
 
-Detection works on a frame downscaled to at most ``work_px`` on its long side; it costs a few
-milliseconds and runs only when the layout may have changed (see :mod:`.sector_tracker`).
+Detection works on a frame downscaled to at most ``work_px`` on its long side; it costs
+about 10 ms of CPU at 480x640 and runs only when the layout may have changed (see
+:mod:`sonoflow.stream.imaging.sector_tracker`).
 """
 
 from __future__ import annotations
