@@ -129,3 +129,23 @@ def test_mask_and_box_agree_with_rendered_lesion(cls, diameter, sign, extra):
     assert sign * (inside - outside) > 8, f"{cls}: inside {inside:.1f} vs around {outside:.1f}"
     # Pixel diameter measured on the mask matches the 3-D size (cut near the equator).
     assert 0.5 * diameter < entry["diameter_mm"] < 1.5 * diameter
+
+
+def test_fatty_liver_brightens_against_the_kidney():
+    """Hepatorenal contrast: liver minus kidney cortex level grows with the steatosis grade."""
+    contrast = []
+    for grade in (0, 3):
+        case = sample_case(300, kidney=True, steatosis_grade=grade, fibrosis_stage=0, n_lesions=0,
+                           events=False, ui=False, sweep=False, breathing=False, tremor=False,
+                           vessels=False, gallbladder=False, ribs=False, depth_mm=160,
+                           view="subcostal")
+        b = _beams(case, 1)[0]
+        kid = b.tissue == TISSUE_CODES["kidney"]
+        assert kid.sum() > 200, "the kidney must be in the plane"
+        rows, cols = np.nonzero(kid)
+        band = slice(cols.min(), cols.min() + 25)  # the kidney's near edge and liver beside it
+        liver = b.tissue[:, band] == TISSUE_CODES["liver"]
+        k = kid[:, band]
+        level = b.log_db[:, band]
+        contrast.append(float(level[liver].mean() - level[k].mean()))
+    assert contrast[1] - contrast[0] > 5.0, f"liver-kidney contrast S0 {contrast[0]:.1f} dB, S3 {contrast[1]:.1f} dB"

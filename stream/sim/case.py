@@ -159,6 +159,7 @@ class Case:
                 "gallbladder": self.anatomy.gallbladder is not None,
                 "n_ribs": len(self.anatomy.ribs),
                 "n_regenerative_nodules": len(self.anatomy.nodules),
+                "kidney": self.anatomy.kidney is not None,
             },
             "motion": {
                 "sweep": self.motion.sweep,
@@ -200,6 +201,7 @@ OVERRIDES = {
     "diaphragm": "diaphragm (bool)",
     "gallbladder": "gallbladder (bool or None = random)",
     "ribs": "rib shadows (bool or None = by view)",
+    "kidney": "right kidney behind the liver (bool or None = random, 45 %)",
     "view": "'subcostal' or 'intercostal'",
     "gain_db": "overall gain offset (dB)",
     "persistence": "temporal persistence 0..0.9",

@@ -70,6 +70,7 @@ TISSUE_CODES = {
     "rib": 8,
     "regenerative_nodule": 9,
     "lesion": 10,
+    "kidney": 11,
 }
 
 #: Quality labels; a frame with several faults gets the first in this order.

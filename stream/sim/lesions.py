@@ -188,9 +188,9 @@ def sample_lesions(seed: int, probe, wall, liver, anatomy, motion,
                 y = motion.y0_mm + float(rng.uniform(-0.35, 0.35) * axes[1])
             ok = all(math.dist((x, y, z), o_.center) > rmax + max(o_.axes) * 1.3 + 3.0
                      for o_ in lesions)
-            gb = anatomy.gallbladder
-            if gb is not None:
-                ok = ok and math.dist((x, y, z), gb.center) > rmax + max(gb.axes) + 3.0
+            for organ in (anatomy.gallbladder, anatomy.kidney):
+                if organ is not None:
+                    ok = ok and math.dist((x, y, z), organ.center) > rmax + max(organ.axes) + 3.0
             if ok:
                 center = (x, y, z)
                 break

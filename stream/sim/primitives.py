@@ -50,6 +50,7 @@ class FrameContext:
         bx, bz: ``(L,)`` float32 beam direction of each line in the liver frame.
         liver_b_db: ``(L, S)`` liver backscatter including texture (lesion levels are relative).
         liver_alpha: liver attenuation slope (dB/cm/MHz).
+        liver_backscatter_db: the liver's mean backscatter (steatosis level), dB.
     """
 
     grid: BeamGrid
@@ -63,6 +64,7 @@ class FrameContext:
     bz: np.ndarray
     liver_b_db: np.ndarray
     liver_alpha: float
+    liver_backscatter_db: float = 0.0
 
     def window_xz(self, x0: float, x1: float, z0: float, z1: float,
                   pad: int = 2) -> tuple[int, int, int, int] | None:

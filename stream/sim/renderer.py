@@ -163,7 +163,8 @@ class Renderer:
         return FrameContext(grid=g, x_mm=x, z_mm=z, y_mm=pose.yp_mm, xp_mm=pose.xp_mm,
                             zp_mm=pose.zp_mm, phi_rad=pose.phi_rad,
                             bx=np.sin(beta).astype(np.float32), bz=np.cos(beta).astype(np.float32),
-                            liver_b_db=None, liver_alpha=self.case.liver.attenuation_db_cm_mhz)
+                            liver_b_db=None, liver_alpha=self.case.liver.attenuation_db_cm_mhz,
+                            liver_backscatter_db=self.case.liver.backscatter_db)
 
     def render(self, pose: Pose, frame_index: int, ev: FrameEvents,
                keep_beam: bool = False) -> Rendered:

@@ -244,6 +244,33 @@ def _draw_gallbladder(gb, ctx: FrameContext, maps: SceneMaps) -> None:
     maps.tissue[l0:l1, s0:s1][inside] = T["gallbladder"]
 
 
+def _draw_kidney(kid, ctx: FrameContext, maps: SceneMaps) -> None:
+    """Cortex -4 dB (re. normal liver, whatever the steatosis), darker medullary pyramids,
+    bright central sinus fat, specular capsule."""
+    cut = ellipsoid_cut(ctx, kid.center, kid.axes, kid.angle_rad)
+    if cut is None:
+        return
+    l0, l1, s0, s1 = cut.win
+    liver = maps.tissue[l0:l1, s0:s1] == T["liver"]
+    inside = (cut.reff < 1.0) & liver
+    if not inside.any():
+        return
+    rho = cut.rho
+    psi = np.arctan2(cut.zn, cut.xn)
+    level = np.full_like(rho, -4.0)
+    pyramids = (rho > 0.5) & (rho < 0.72) & (np.cos(7.0 * psi) > 0.1)
+    level[pyramids] = -13.0
+    level[rho <= 0.5] = 7.0
+    base = ctx.liver_b_db[l0:l1, s0:s1] - np.float32(ctx.liver_backscatter_db)
+    maps.b_db[l0:l1, s0:s1][inside] = (level + 0.5 * base)[inside]
+    maps.alpha[l0:l1, s0:s1][inside] = 0.9
+    maps.tissue[l0:l1, s0:s1][inside] = T["kidney"]
+    w_rel = 0.5 / max(cut.radius_mm, 0.5)
+    shell = (np.abs(cut.reff - 1.0) < 3 * w_rel) & liver
+    maps.coh[l0:l1, s0:s1][shell] += (0.9 * (0.3 + 0.7 * cut.nb[shell] ** 2)
+                                      * smooth_band(cut.reff[shell], 1.0, w_rel))
+
+
 def _draw_nodule(nod, ctx: FrameContext, maps: SceneMaps) -> None:
     r = nod.radius_mm
     cut = ellipsoid_cut(ctx, nod.center, (r, r, r), 0.0)
@@ -300,5 +327,7 @@ def build_scene(case, ctx: FrameContext, wall: StaticWall, cap_mm: np.ndarray,
         _draw_nodule(nod, ctx, maps)
     if an.gallbladder is not None:
         _draw_gallbladder(an.gallbladder, ctx, maps)
+    if an.kidney is not None:
+        _draw_kidney(an.kidney, ctx, maps)
     drawn = [les.lesion_id for les in case.lesions if draw_lesion(les, ctx, maps)]
     return maps, drawn

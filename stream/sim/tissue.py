@@ -127,6 +127,7 @@ class Anatomy:
     gallbladder: Ellipsoid | None
     ribs: tuple[Rib, ...]
     nodules: tuple[Nodule, ...]
+    kidney: Ellipsoid | None = None
 
 
 def sample_liver(seed: int, o: dict[str, Any]) -> Liver:
@@ -255,5 +256,18 @@ def sample_anatomy(seed: int, probe: Probe, wall: Wall, liver: Liver, motion_x0_
                 center=(motion_x0_mm + float(rng.uniform(-90, 90)), float(rng.uniform(-45, 45)),
                         float(rng.uniform(top + 5, depth * 0.95))),
                 radius_mm=float(rng.uniform(3.0, 7.0)), level_db=float(rng.uniform(-3.0, 1.0))))
+    # Right kidney behind the liver (hepatorenal contrast: the kidney keeps its echogenicity
+    # while a fatty liver brightens).
+    rng = stream_rng(seed, "kidney")
+    has_kidney = bool(rng.random() < 0.45)
+    k_center = (motion_x0_mm + float(rng.choice([-1, 1]) * rng.uniform(10, 45)),
+                float(rng.uniform(-15, 15)), float(rng.uniform(0.5, 0.7) * depth + 20.0))
+    k_axes = (float(rng.uniform(45, 58)), float(rng.uniform(25, 32)), float(rng.uniform(22, 28)))
+    k_angle = float(rng.uniform(-0.35, 0.35))
+    if o.get("kidney") is not None:
+        has_kidney = bool(o["kidney"])
+    kidney = Ellipsoid(k_center, k_axes, k_angle) if has_kidney and not homog else None
+    if kidney is not None and o.get("diaphragm") is not True:
+        dia = None  # the hepatorenal view; the dome is out of this plane
     return Anatomy(vessels=tuple(vessels), diaphragm=dia, gallbladder=gb, ribs=tuple(ribs),
-                   nodules=tuple(nodules))
+                   nodules=tuple(nodules), kidney=kidney)
