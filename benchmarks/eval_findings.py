@@ -4,7 +4,9 @@ Each clip is simulated (``sonoflow.stream.sim``), then run in process, without s
 ``preprocess -> quality -> <detector> -> track -> aggregate`` (two aggregate instances side by
 side: log-odds pooling and attention pooling). The detector is either
 
-* ``--detector models``: the ``infer`` stage with the shipped models (``ort-cpu``), or
+* ``--detector models``: the ``infer`` stage with the shipped models (``ort-cpu``),
+* ``--detector gt-boxes-classifier``: the noisy ground-truth boxes below, classified by the
+  shipped lesion classifier (:class:`ClassifierOnTruthBoxes`), or
 * ``--detector gt-noise``: **detections derived from the simulator's ground truth with noise**
   (boxes jittered, misses, false positives incl. a persistent mimic, noisy class probabilities
   and diffuse grades; see :class:`GroundTruthNoiseDetector`). It measures the tracking and
@@ -143,6 +145,61 @@ class GroundTruthNoiseDetector:
                          malignancy=float(mal), features={}, mask_id=mask_id)
 
 
+class ClassifierOnTruthBoxes:
+    """The shipped lesion classifier on the noisy ground-truth boxes of
+    :class:`GroundTruthNoiseDetector` (until the frame network ships).
+
+    Boxes, masks, misses, false positives and diffuse grades come from the noise model; the type
+    probabilities, malignancy and feature labels of every box are the classifier's (same crop
+    contract as the ``infer`` stage: ``sonoflow.models.preprocess.crop_square``). So type,
+    malignancy and LI-RADS figures measure a real model pooled by the aggregator.
+    """
+
+    def __init__(self, seed: int, truth_case: dict[str, Any], precision: str = "fp32"):
+        from sonoflow.models.registry import resolve
+        from sonoflow.models.runtime import load
+
+        self.boxes = GroundTruthNoiseDetector(seed, truth_case)
+        path, card = resolve("lesion-cls-v1", precision)
+        self.runtime = load(path, backend="ort-cpu", card=card)
+        self.card = card
+        self.short_sha = card.sha256[:12]
+
+    def detect(self, frame: Any, image: np.ndarray, mm_per_px: tuple[float, float]
+               ) -> tuple[InferResult, np.ndarray]:
+        from sonoflow.models.preprocess import crop_square, normalise
+
+        infer, lesion_mask = self.boxes.detect(frame, mm_per_px)
+        if infer.detections:
+            spec = self.card.input
+            crop = self.card.extra.get("crop", {})
+            crops = np.stack([crop_square(image, d.xyxy_px, float(spec.crop_margin),
+                                          int(spec.shape[-1]),
+                                          int(crop.get("min_side_px", 12)),
+                                          int(spec.pad_value)) for d in infer.detections])
+            x = normalise(crops, spec)
+            if spec.shape[0] > 0:
+                parts = [self.runtime.run({spec.name: x[i:i + 1]}) for i in range(len(x))]
+                outs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            else:
+                outs = self.runtime.run({spec.name: x})
+            logits = outs["type_logits"]
+            types = np.exp(logits - logits.max(1, keepdims=True))
+            types /= types.sum(1, keepdims=True)
+            mal = 1 / (1 + np.exp(-outs["malignancy_logit"].reshape(-1)))
+            feats = 1 / (1 + np.exp(-outs["feature_logits"]))
+            names = self.card.class_names["type"]
+            feat_names = self.card.class_names["features"]
+            for k, d in enumerate(infer.detections):
+                d.class_probs = {n: float(p) for n, p in zip(names, types[k], strict=True)}
+                d.label = names[int(np.argmax(types[k]))]
+                d.malignancy = float(mal[k])
+                d.features = {n: float(p) for n, p in zip(feat_names, feats[k], strict=True)}
+        infer.models = {"gt-noise-boxes": "000000000000", self.card.id: self.short_sha}
+        infer.backend = "ort-cpu"
+        return infer, lesion_mask
+
+
 def _noisy_probs(rng, names, true_idx: int, strength: float) -> dict[str, float]:
     logits = rng.normal(0, 1.0, len(names))
     logits[true_idx] += strength
@@ -182,6 +239,8 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
     stages = [create(k) for k in stage_keys]
     infer = create("infer", infer_config) if detector_kind == "models" else None
     gt_det = GroundTruthNoiseDetector(seed, truth) if detector_kind == "gt-noise" else None
+    cls_det = ClassifierOnTruthBoxes(seed, truth) if detector_kind == "gt-boxes-classifier" \
+        else None
     track = create("track")
     aggs = {m: create("aggregate", {"method": m}) for m in ("log_odds", "attention")}
     for s in [*stages, *([infer] if infer else []), track, *aggs.values()]:
@@ -206,7 +265,8 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
             if infer is not None:
                 packet = infer.process(packet)
             else:
-                inf, lesion_mask = gt_det.detect(f, mm)
+                inf, lesion_mask = (gt_det.detect(f, mm) if gt_det is not None else
+                                    cls_det.detect(f, packet.arrays["image"], mm))
                 hdr.infer = inf
                 hdr.status = "analysed"
                 packet.arrays["lesion_mask"] = lesion_mask
@@ -460,6 +520,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     fl = summary["frame_level"]
     lab = ("**detections derived from the simulator's ground truth with noise (NOT the "
            "models)**" if detector == "gt-noise" else
+           "**noisy ground-truth boxes (NOT the frame network) classified by the shipped "
+           "lesion classifier lesion-cls-v1 fp32**" if detector == "gt-boxes-classifier" else
            f"the models through the infer stage, config {summary.get('infer_config') or 'default'}")
     lines = [f"### Findings on {summary['clips']} held-out simulator clips ({lab})", "",
              f"Command: `{command}`  ", f"Clips: seeds {first_seed}..{first_seed + summary['clips'] - 1},"
@@ -510,7 +572,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--detector", choices=["gt-noise", "models"], default="gt-noise")
+    ap.add_argument("--detector", choices=["gt-noise", "gt-boxes-classifier", "models"],
+                    default="gt-noise")
     ap.add_argument("--clips", type=int, default=20)
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--first-seed", type=int, default=FIRST_SEED)
