@@ -77,9 +77,9 @@ def build_montage() -> np.ndarray:
     case = sample_case(261, depth_mm=200, steatosis_grade=3, events=False, ui=True,
                        diaphragm=True, n_lesions=0, view="subcostal")
     tiles.append(_tile(_frame_with(case, None).image, "S3 at 20 cm: lost penetration"))
-    case = sample_case(262, depth_mm=180, steatosis_grade=0, events=False, ui=False,
-                       gallbladder=True, n_lesions=0, view="subcostal")
-    tiles.append(_tile(_frame_with(case, None).image, "gallbladder, vessels, diaphragm"))
+    case = sample_case(262, depth_mm=160, steatosis_grade=2, events=False, ui=False,
+                       gallbladder=True, kidney=True, n_lesions=0, view="subcostal")
+    tiles.append(_tile(_frame_with(case, None).image, "S2: gallbladder, vessels, kidney"))
     while len(tiles) % 5:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.hstack(tiles[i:i + 5]) for i in range(0, len(tiles), 5)]
