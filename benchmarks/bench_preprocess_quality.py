@@ -202,10 +202,19 @@ def bench_real() -> dict:
 
 
 def markdown(res: dict, cmd: str) -> str:
-    c = res["cost"]
+    lines = ["## Preprocess and quality (sector, blanking, calibration, frame quality)", "",
+             f"Machine: {MACHINE}. Date: {DATE}. Command: `{cmd}`", ""]
+    if res["cost"] is not None:
+        lines += _cost_md(res["cost"])
+    if res["sim"] is not None:
+        lines += _sim_md(res["sim"])
+    if res["real"]:
+        lines += _real_md(res["real"])
+    return "\n".join(lines) + "\n"
+
+
+def _cost_md(c: dict) -> list[str]:
     lines = [
-        "## Preprocess and quality (sector, blanking, calibration, frame quality)", "",
-        f"Machine: {MACHINE}. Date: {DATE}. Command: `{cmd}`", "",
         f"### Cost per 480x640 grey frame, one core ({c['runs']} runs x {c['frames']} frames, "
         f"{TRIM} trimmed at each end)", "",
         "| stage | avg ms | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |",
@@ -215,14 +224,16 @@ def markdown(res: dict, cmd: str) -> str:
         s = c[name]
         lines.append(f"| {name[:-3]} | {s['avg']:.3f} | {s['p50']:.3f} | {s['p95']:.3f} | "
                      f"{s['p99']:.3f} | {s['p999']:.3f} | {s['max']:.3f} |")
-    lines += ["", "Wall-clock rows (`perf_counter`) include time the scheduler gave to other "
+    return lines + ["", "Wall-clock rows (`perf_counter`) include time the scheduler gave to other "
               "work on the shared VM; `total_cpu` is the thread's own CPU time "
               "(`thread_time_ns`) for both stages, the figure that does not depend on the "
               "load. `detect_sector` is the full detection a layout change (or the first "
               "frame) costs; steady frames pay only the coarse ring/rim check.", ""]
-    s = res["sim"]
+
+
+def _sim_md(s: dict) -> list[str]:
     errs = [e for e in s["ruler_rel_error"] if e is not None]
-    lines += [f"### Simulator, seeds {s['seeds'][0]}-{s['seeds'][-1]} (never used for tuning; "
+    lines = [f"### Simulator, seeds {s['seeds'][0]}-{s['seeds'][-1]} (never used for tuning; "
               f"{s['frames_per_clip']} frames each, burned-in UI, forced events)", "",
               f"- sector mask coverage of the true sector, worst frame: {s['coverage_min']:.4f}",
               f"- burned-in UI pixels left after blanking: {s['ui_pixels_left']}",
@@ -235,7 +246,11 @@ def markdown(res: dict, cmd: str) -> str:
               "| event | frames | AUC of 1 - score vs good | flag recall |", "|---|---|---|---|"]
     for k, v in s["auc"].items():
         lines.append(f"| {k} | {v['frames']} | {v['auc']:.3f} | {s['flag_recall'][k]:.2f} |")
-    r = res["real"]
+    return lines + [""]
+
+
+def _real_md(r: dict) -> list[str]:
+    lines: list[str] = []
     if "cine" in r:
         lines += ["", "### Real cine clips (`../shared/data/real/cine`, every frame)", "",
                   "| clip | frames | sector | calibration | mm/px | score p10 / p50 | "
@@ -249,7 +264,9 @@ def markdown(res: dict, cmd: str) -> str:
                   "", "| file | source | mm/px | note |", "|---|---|---|---|"]
         for name, v in r["dicom"].items():
             lines.append(f"| {name} | {v['source']} | {v['mm_per_px']} | {v['note']} |")
-    return "\n".join(lines) + "\n"
+    else:
+        lines += ["", f"Real data: {r.get('skipped', 'not run')}"]
+    return lines
 
 
 def main() -> int:
@@ -263,10 +280,14 @@ def main() -> int:
     ap.add_argument("--sim-frames", type=int, default=60)
     ap.add_argument("--out", type=Path, default=Path("out/bench_preprocess_quality.json"))
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--parts", nargs="+", choices=("cost", "sim", "real"),
+                    default=["cost", "sim", "real"])
     args = ap.parse_args()
     res = {"machine": MACHINE, "date": DATE,
-           "cost": bench_cost(args.frames, args.runs, args.seed),
-           "sim": bench_sim(args.seeds, args.sim_frames), "real": bench_real()}
+           "cost": bench_cost(args.frames, args.runs, args.seed) if "cost" in args.parts
+           else None,
+           "sim": bench_sim(args.seeds, args.sim_frames) if "sim" in args.parts else None,
+           "real": bench_real() if "real" in args.parts else {}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1))
     cmd = ".venv/bin/python benchmarks/bench_preprocess_quality.py " + " ".join(
