@@ -30,7 +30,7 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     mode = ["threads", "processes", "tcp"]
     pacing = ["fast", "realtime"]
 
-    [[variant]]           # explicit cases, each crossed with the matrix
+    [[variant]]           # explicit cases, each crossed with the matrix axes it does not set
     label = "plain loop"
     engine = "plain"      # sonoflow (default) | plain | holoscan-greedy | holoscan-event
 
@@ -231,7 +231,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
         for k in var:
             if k in _TYPES:
                 _check_type(f"{where} [[variant]] #{vi + 1}", k, var[k], _TYPES[k])
-        axes = list(matrix)
+        axes = [a for a in matrix if a not in var]  # a variant's own setting pins its axis
         for point in itertools.product(*(matrix[a] for a in axes)) if axes else [()]:
             c = {**base, **{k: v for k, v in var.items() if k not in ("label", "overrides")},
                  **dict(zip(axes, point, strict=True))}

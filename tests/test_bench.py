@@ -1,0 +1,206 @@
+"""`sonoflow bench`: scenario validation, the protocol's statistics, one tiny end-to-end run.
+
+No timing assertions: numbers are checked for shape and sanity only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from sonoflow.stream.bench import scenario as sc
+from sonoflow.stream.bench.engines import RunOutput, run_case
+from sonoflow.stream.bench.protocol import _checks, check_targets, resolve_source
+from sonoflow.stream.bench.stats import per_frame, pool, window
+from sonoflow.stream.errors import ConfigError
+
+BASE = {"source": "pattern:width=64,height=48,fps=30",
+        "stage": [{"key": "passthrough", "name": "hop1"}]}
+
+
+def test_matrix_and_variants_expand_to_labelled_cases():
+    doc = {**BASE, "matrix": {"mode": ["threads", "processes"], "pacing": ["fast", "realtime"]},
+           "variant": [{"label": ""}, {"label": "plain", "engine": "plain"}]}
+    s = sc.parse(doc, "t.toml")
+    labels = [c.label for c in s.cases]
+    # 2 x 2 pipeline cases; the plain loop has no mode, so it appears once per pacing
+    assert labels == ["threads fast", "threads realtime", "processes fast",
+                      "processes realtime", "plain fast", "plain realtime"]
+    plain = [c for c in s.cases if c.engine == "plain"]
+    assert all(c.mode == "-" for c in plain)
+    assert (s.frames, s.runs, s.skip) == (1000, 3, 10)  # the protocol's defaults
+
+
+def test_overrides_merge_base_then_variant():
+    doc = {**BASE, "overrides": {"hop1": {"work_ms": 1.0, "sleep_ms": 0.0}},
+           "variant": [{"label": "a"}, {"label": "b", "overrides": {"hop1": {"sleep_ms": 2.0}}}]}
+    a, b = sc.parse(doc, "t.toml").cases
+    assert a.overrides == {"hop1": {"work_ms": 1.0, "sleep_ms": 0.0}}
+    assert b.overrides == {"hop1": {"work_ms": 1.0, "sleep_ms": 2.0}}
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"colour": "red"}, "unknown key"),
+    ({"mode": "gpu"}, "mode 'gpu'"),
+    ({"pacing": "slow"}, "pacing 'slow'"),
+    ({"streams": 0}, "streams must be"),
+    ({"hwm": -1}, "hwm must be"),
+    ({"frames": 25, "skip": 10}, "leaves 5 frame(s)"),
+    ({"runs": "3"}, "`runs` must be int"),
+    ({"pipeline": "relay"}, "exactly one of `pipeline`"),
+    ({"variant": [{"engine": "plain", "streams": 2}]}, "measures one stream"),
+    ({"variant": [{"label": "x"}, {"label": "x", "pacing": "realtime"}]}, "not unique"),
+    ({"variant": [{"label": "x", "speed": 1}]}, "unknown key(s) ['speed']"),
+    ({"matrix": {"colour": ["red"]}}, "[matrix] axes"),
+    ({"matrix": {"mode": []}}, "non-empty list"),
+])
+def test_bad_scenarios_are_rejected_with_the_reason(change, needle):
+    with pytest.raises(ConfigError) as e:
+        sc.parse({**BASE, **change}, "bad.toml")
+    assert needle in str(e.value)
+    assert "bad.toml" in str(e.value)
+
+
+def test_missing_source_and_unknown_name():
+    with pytest.raises(ConfigError, match="`source` is required"):
+        sc.parse({"stage": BASE["stage"]}, "x.toml")
+    with pytest.raises(ConfigError, match="unknown scenario 'no-such-scenario'"):
+        sc.find("no-such-scenario")
+
+
+def test_hash_follows_the_protocol_and_content():
+    s = sc.parse(dict(BASE), "t.toml")
+    assert s.hash == sc.parse(dict(BASE), "t.toml").hash
+    assert s.with_protocol(frames=100).hash != s.hash
+    assert sc.parse({**BASE, "source": "pattern:width=32,height=32"}, "t.toml").hash != s.hash
+    with pytest.raises(ConfigError):
+        s.with_protocol(frames=20, skip=10)
+
+
+def test_shipped_scenarios_load():
+    names = [p.stem for p in sc.available()]
+    for required in ("transport", "realtime", "streams", "backends", "peer"):
+        assert required in names
+    for p in sc.available():
+        s = sc.load(str(p))
+        assert s.cases, p
+        check_targets(s)
+
+
+def test_resolve_source_sets_the_frame_count():
+    s = sc.parse({**BASE, "source": "pattern:frames=7,width=64,height=48"}, "t.toml")
+    s = s.with_protocol(frames=40, skip=5)
+    assert resolve_source(s) == "pattern:width=64,height=48,frames=40"
+    assert resolve_source(sc.parse({**BASE, "source": "clip.mp4"}, "t.toml")) == "clip.mp4"
+
+
+def _rec(e2e, hop1, capture=0.5, status="analysed"):
+    lat = {} if e2e is None else {"e2e": e2e, "capture": capture, "hop1": hop1}
+    return {"status": status, "latency_ms": lat}
+
+
+def test_per_frame_series_and_window():
+    recs = [_rec(10.0, 4.0), _rec(20.0, 8.0), _rec(None, 0, status="dropped")]
+    s = per_frame(recs, hops=2)
+    assert s["e2e"] == [10.0, 20.0]
+    assert s["overhead"] == [6.0, 12.0]
+    assert s["hop"] == [3.0, 6.0]
+    assert s["frame_age"] == [10.5, 20.5]
+    assert s["stage:hop1"] == [4.0, 8.0]
+    assert window(list(range(10)), 2) == [2, 3, 4, 5, 6, 7]
+    assert window([1, 2], 0) == [1, 2]
+
+
+def test_pool_skips_both_ends_but_counts_every_drop():
+    recs = [_rec(100.0, 1.0)] + [_rec(float(i), 0.5) for i in range(1, 11)] + \
+           [_rec(None, 0, status="dropped"), _rec(500.0, 1.0)]
+    run = RunOutput(streams={"s0": recs}, hops=2, throughput_fps=30.0,
+                    processes={"p": {"cpu_pct": 50.0, "cpu_s": 1.3, "wall_s": 2.6,
+                                     "peak_rss_mib": 10.0}})
+    out = pool([run, run], skip=1)
+    # the 100 ms head and the 500 ms tail are skipped; the dropped frame is counted
+    assert out["e2e_ms"]["max"] == 10.0
+    assert out["e2e_ms"]["count"] == 20
+    assert out["frames"]["total"] == 26 and out["drops"] == 2
+    assert math.isclose(out["drop_rate"], 2 / 26, rel_tol=1e-3)
+    assert out["throughput_fps"] == 30.0
+    assert out["cpu_ms_per_frame"] == pytest.approx(1000 * 1.3 / 13, rel=1e-3)
+    assert out["processes"]["p"]["cpu_pct"] == 50.0
+    assert set(out["stages_ms"]) == {"capture", "hop1"}
+
+
+def test_targets_are_checked_and_unknown_names_rejected():
+    s = sc.parse({**BASE, "expect": {"e2e_p50_ms_max": 5.0, "drop_rate_max": 0.01,
+                                     "throughput_fps_min": 20.0}}, "t.toml")
+    rec = {"e2e_ms": {"p50": 6.0}, "drop_rate": 0.0, "throughput_fps": 25.0}
+    checks = _checks(s, rec)
+    assert checks["e2e_p50_ms_max"] == {"target": 5.0, "value": 6.0, "pass": False}
+    assert checks["drop_rate_max"]["pass"] and checks["throughput_fps_min"]["pass"]
+    with pytest.raises(ConfigError, match="not a target"):
+        check_targets(sc.parse({**BASE, "expect": {"latency_small": 1.0}}, "t.toml"))
+
+
+def test_holoscan_engine_without_its_venv_is_skipped_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("SONOFLOW_HOLOSCAN_PEER_DIR", str(tmp_path / "nowhere"))
+    s = sc.parse({**BASE, "variant": [{"engine": "holoscan-greedy"}]}, "t.toml")
+    out = run_case(s, s.cases[0], "pattern:frames=20", tmp_path / "run")
+    assert not out.ok and "setup.sh" in out.skipped
+
+
+@pytest.mark.integration
+def test_bench_command_end_to_end(tmp_path):
+    from sonoflow.stream.cli import main
+
+    scn = tmp_path / "tiny.toml"
+    scn.write_text("""
+name = "tiny"
+question = "smoke"
+source = "pattern:width=64,height=48,fps=30"
+[[stage]]
+key = "passthrough"
+name = "hop1"
+[[variant]]
+label = "threads"
+mode = "threads"
+[[variant]]
+label = "plain"
+engine = "plain"
+[expect]
+drop_rate_max = 0.0
+""")
+    out = tmp_path / "res" / "bench.jsonl"
+    code = main(["bench", str(scn), "--quick", "--frames", "30", "--out", str(out),
+                 "--work", str(tmp_path / "work")])
+    assert code == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["case"] for r in recs] == ["threads", "plain"]
+    for r in recs:
+        # the keys DESIGN.md's output contract fixes
+        for k in ("scenario", "machine", "e2e_ms", "stages_ms", "drop_rate", "throughput_fps",
+                  "streams"):
+            assert k in r
+        assert set(r["e2e_ms"]) >= {"avg", "p50", "p95", "p99", "p999", "max"}
+        assert r["scenario"] == "tiny" and len(r["scenario_hash"]) == 16
+        assert r["frames"]["total"] == 30 and r["drop_rate"] == 0.0
+        assert r["e2e_ms"]["count"] == 20  # 30 frames, 5 skipped at each end
+        assert 0 < r["e2e_ms"]["p50"] <= r["e2e_ms"]["p99"] <= r["e2e_ms"]["max"] < 10_000
+        assert r["throughput_fps"] > 0 and "hop1" in r["stages_ms"]
+        assert r["checks"]["drop_rate_max"]["pass"]
+        assert r["processes"] and r["versions"]["sonoflow"]
+    assert recs[0]["hops"] == 2 and recs[0]["pipeline"] == ["hop1", "sink"]
+    assert "plain" in recs[0]["vs"]
+    md = out.with_suffix(".md").read_text()
+    assert "### tiny" in md and "| threads |" in md and "| plain |" in md
+    for kind in ("cdf", "stages"):
+        png = out.with_name(f"bench.tiny.{kind}.png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "work" / "tiny" / "threads" / "run1" / "s0" / "frames.jsonl").is_file()
+
+
+def test_scenario_files_resolve_by_name_from_any_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sc.find("transport").name == "transport.toml"
+    assert Path(sc.find("transport")).is_file()
