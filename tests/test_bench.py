@@ -204,3 +204,12 @@ def test_scenario_files_resolve_by_name_from_any_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert sc.find("transport").name == "transport.toml"
     assert Path(sc.find("transport")).is_file()
+
+
+def test_a_variant_setting_pins_its_matrix_axis():
+    doc = {**BASE, "matrix": {"mode": ["threads", "processes", "tcp"]},
+           "variant": [{"label": "all"}, {"label": "hwm1", "mode": "threads", "hwm": 1}]}
+    cases = sc.parse(doc, "t.toml").cases
+    assert [(c.label, c.mode, c.hwm) for c in cases] == [
+        ("all threads", "threads", 0), ("all processes", "processes", 0),
+        ("all tcp", "tcp", 0), ("hwm1", "threads", 1)]

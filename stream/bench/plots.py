@@ -82,6 +82,8 @@ def stage_bars(records: list[dict[str, Any]], path: Path) -> Path | None:
         # a stage skipped on some frames (key-frame policy) averages over the frames it ran on
         ax.bar(range(len(recs)), vals, bottom=bottom, label=part, color=cmap(i % 20))
         bottom += vals
+    for i, total in enumerate(bottom):
+        ax.text(i, total, f"{total:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(recs)))
     ax.set_xticklabels([r["case"] for r in recs], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("mean time per frame (ms)")
