@@ -213,3 +213,16 @@ def test_a_variant_setting_pins_its_matrix_axis():
     assert [(c.label, c.mode, c.hwm) for c in cases] == [
         ("all threads", "threads", 0), ("all processes", "processes", 0),
         ("all tcp", "tcp", 0), ("hwm1", "threads", 1)]
+
+
+def test_set_overrides_every_case_and_the_hash():
+    s = sc.parse({**BASE, "variant": [{"label": "a", "overrides": {"hop1": {"work_ms": 1.0}}},
+                                      {"label": "b"}]}, "t.toml")
+    extra = sc.parse_set(["hop1.work_ms=0.5", "hop1.sleep_ms=2", "sink.video=true"])
+    assert extra == {"hop1": {"work_ms": 0.5, "sleep_ms": 2}, "sink": {"video": True}}
+    t = s.with_overrides(extra)
+    assert [c.overrides["hop1"]["work_ms"] for c in t.cases] == [0.5, 0.5]
+    assert t.hash != s.hash
+    assert sc.parse_set(["infer.weights_dir=runs/x"]) == {"infer": {"weights_dir": "runs/x"}}
+    with pytest.raises(ConfigError, match="STAGE.KEY=VALUE"):
+        sc.parse_set(["precision=int8"])

@@ -130,6 +130,43 @@ class Scenario:
         return s
 
 
+    def with_overrides(self, extra: dict[str, dict[str, Any]]) -> Scenario:
+        """A copy whose every case also gets ``extra`` (stage -> config), winning over the
+        file's overrides (``sonoflow bench --set``); recorded in the hash."""
+        s = Scenario(**{**self.__dict__})
+        s.cases = []
+        for c in self.cases:
+            ov = {k: dict(v) for k, v in c.overrides.items()}
+            for name, cfg in extra.items():
+                ov.setdefault(name, {}).update(cfg)
+            s.cases.append(Case(c.label, c.engine, c.mode, c.pacing, c.streams, c.policy, c.hwm,
+                                ov))
+        s.doc = {**self.doc, "set": extra}
+        return s
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["infer.precision=int8", "infer.threads=2"]`` -> ``{"infer": {...}}``; values are TOML
+    scalars (``2``, ``1.5``, ``true``, ``"text"``), else plain strings.
+
+    Raises:
+        ConfigError: an item without ``STAGE.KEY=VALUE``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not sep or not dot or not stage or not name:
+            raise ConfigError(f"--set {item!r}: expected STAGE.KEY=VALUE, e.g. "
+                              "infer.precision=int8")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(stage, {})[name] = value
+    return out
+
+
 def scenario_dirs() -> list[Path]:
     """Where scenario names are looked up: ``./benchmarks/scenarios`` then the checkout's."""
     here = Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios"

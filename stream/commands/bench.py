@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=None, help="runs per case (protocol: 3)")
     p.add_argument("--skip", type=int, default=None,
                    help="frames left out at each end of a run (protocol: 10)")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                   help="stage config for every case, over the scenario's (repeatable), e.g. "
+                        "infer.weights_dir=runs/frame/export")
     p.add_argument("--machine-note", default="",
                    help="free text stored with the machine, e.g. 'shared with other work'")
     p.add_argument("--work", type=Path, default=None,
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
                                 skip=5 if args.skip is None else args.skip) for s in scns]
     elif args.frames or args.runs or args.skip is not None:
         scns = [s.with_protocol(args.frames, args.runs, args.skip) for s in scns]
+    if args.set:
+        extra = scenario.parse_set(args.set)
+        scns = [s.with_overrides(extra) for s in scns]
     out: Path = args.out
     work = args.work or out.with_name(out.stem + ".runs")
     all_records = []
