@@ -41,10 +41,13 @@ def main() -> int:
             probs = predict_crops(rt, test.crops)
             rep = classifier_report(probs["type_probs"], probs["malignancy"],
                                     probs["feature_probs"], test.type_idx, test.malignant,
-                                    test.features, test.size_mm, n_boot=1000)
+                                    test.features, test.size_mm, n_boot=1000, kind=test.kind)
             rows[f"ort-cpu {prec}"] = {
                 "type_accuracy": rep["type"]["accuracy"],
-                "malignancy_auc": rep["malignancy"]["auc"]["value"],
+                "type_accuracy_by_kind": rep["type"]["accuracy_by_kind"],
+                "type_accuracy_by_size": rep["type"]["accuracy_by_size"],
+                "confusion_matrix": rep["type"]["confusion_matrix"],
+                "malignancy_auc": rep["malignancy"]["auc"],
                 "latency_b1": task.latency_ms(rt, test.crops, 1, repeats=500),
                 "latency_b8": task.latency_ms(rt, test.crops, 8, repeats=200),
                 "sha256": card.sha256[:12]}
@@ -79,7 +82,7 @@ def main() -> int:
     print("| variant | type acc. | malignancy AUC | p50 ms (b1) | p99 ms (b1) | p50 ms (b8) |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
-        auc = r.get("malignancy_auc")
+        auc = (r.get("malignancy_auc") or {}).get("value")
         b8 = r.get("latency_b8", {}).get("p50")
         print(f"| {name} | {r['type_accuracy']:.4f} | {'' if auc is None else f'{auc:.4f}'} | "
               f"{r['latency_b1']['p50']:.3f} | {r['latency_b1']['p99']:.3f} | "

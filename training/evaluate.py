@@ -74,7 +74,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def classifier_report(type_probs: np.ndarray, malignancy_prob: np.ndarray,
                       feature_probs: np.ndarray, type_idx: np.ndarray, malignant: np.ndarray,
                       features: np.ndarray, size_mm: np.ndarray | None = None,
-                      n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+                      n_boot: int = 1000, seed: int = 0,
+                      kind: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics of the lesion classifier on labelled crops.
 
     Args:
@@ -87,6 +88,7 @@ def classifier_report(type_probs: np.ndarray, malignancy_prob: np.ndarray,
         size_mm: (N,) lesion size in mm (nan for negatives), for accuracy by size.
         n_boot: bootstrap resamples for the AUC intervals.
         seed: bootstrap seed.
+        kind: (N,) finer source label (simulator class or negative kind), for accuracy by kind.
 
     Returns:
         JSON-ready dict: ``type`` (accuracy, confusion matrix, per-class PRF and AUC with 95 %
@@ -104,9 +106,16 @@ def classifier_report(type_probs: np.ndarray, malignancy_prob: np.ndarray,
         for name, lo, hi in M.SIZE_BINS_MM:
             sel = (s >= lo) & (s < hi)
             by_size[name] = {"accuracy": M.accuracy(t[sel], pred[sel]), "n": int(sel.sum())}
+    by_kind = {}
+    if kind is not None:
+        k_arr = np.asarray(kind).astype(str)
+        for name in sorted(set(k_arr.tolist())):
+            sel = k_arr == name
+            by_kind[name] = {"accuracy": M.accuracy(t[sel], pred[sel]), "n": int(sel.sum())}
     rep["type"] = {
         "accuracy": M.accuracy(t, pred),
         "accuracy_by_size": by_size,
+        "accuracy_by_kind": by_kind,
         "class_names": list(LESION_TYPES),
         "confusion_matrix": cm.tolist(),
         "per_class": M.per_class_prf(cm, LESION_TYPES),

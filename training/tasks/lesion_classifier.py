@@ -457,7 +457,7 @@ def run(config_path: str | Path, out_dir: str | Path, resume: bool = False,
     probs = torch_predict(model, test_set.crops, ck["normalisation"])
     rep = classifier_report(probs["type_probs"], probs["malignancy"], probs["feature_probs"],
                             test_set.type_idx, test_set.malignant, test_set.features,
-                            test_set.size_mm)
+                            test_set.size_mm, kind=test_set.kind)
     write_json(Path(out_dir) / "heldout.json", {"backend": "torch", **rep})
     summary["heldout_type_accuracy"] = rep["type"]["accuracy"]
     exported = ship(out_dir, progress=progress)
@@ -777,7 +777,7 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, calibration_cro
             reports[prec] = classifier_report(probs["type_probs"], probs["malignancy"],
                                               probs["feature_probs"], test_set.type_idx,
                                               test_set.malignant, test_set.features,
-                                              test_set.size_mm)
+                                              test_set.size_mm, kind=test_set.kind)
             speed[prec] = {"batch1": latency_ms(rt, test_set.crops, 1),
                            "batch8": latency_ms(rt, test_set.crops, 8, repeats=150)}
     drop = reports["fp32"]["type"]["accuracy"] - reports["int8"]["type"]["accuracy"]
