@@ -10,7 +10,7 @@ plane), Z depth below the centre of the probe face.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -129,7 +129,6 @@ class Case:
     ui: bool
     events: bool | tuple[str, ...]
     view: str
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def mm_per_px(self, height: int = 480, width: int = 640) -> tuple[float, float]:
         """Pixel spacing ``(x, y)`` in mm of frames rendered at ``height x width``."""
@@ -357,8 +356,3 @@ def sample_case(seed: int, **overrides: Any) -> Case:
     return Case(seed=seed, probe=probe, wall=wall, liver=liver, anatomy=anatomy,
                 lesions=tuple(lesions), motion=motion, imaging=imaging, patient=patient,
                 ui=bool(overrides.get("ui", True)), events=events, view=view)
-
-
-def with_changes(case: Case, **changes: Any) -> Case:
-    """A copy of ``case`` with dataclass fields replaced (e.g. ``ui=False``)."""
-    return replace(case, **changes)

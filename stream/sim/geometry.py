@@ -68,11 +68,6 @@ class Layout:
     height: int
     width: int
 
-    def to_px(self, u_mm: np.ndarray | float, v_mm: np.ndarray | float):
-        """Probe-frame mm -> pixel (x, y)."""
-        return (self.origin_x_px + np.asarray(u_mm) / self.mm_per_px,
-                self.origin_y_px + np.asarray(v_mm) / self.mm_per_px)
-
 
 def sector_layout(probe: Probe, height: int, width: int) -> Layout:
     """Fit the sector into ``height x width`` with margins left for the burned-in UI.

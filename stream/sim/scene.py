@@ -255,14 +255,14 @@ def _draw_kidney(kid, ctx: FrameContext, maps: SceneMaps) -> None:
     inside = (cut.reff < 1.0) & liver
     if not inside.any():
         return
-    rho = cut.rho
-    psi = np.arctan2(cut.zn, cut.xn)
-    level = np.full_like(rho, -4.0)
-    pyramids = (rho > 0.5) & (rho < 0.72) & (np.cos(7.0 * psi) > 0.1)
-    level[pyramids] = -13.0
-    level[rho <= 0.5] = 7.0
-    base = ctx.liver_b_db[l0:l1, s0:s1] - np.float32(ctx.liver_backscatter_db)
-    maps.b_db[l0:l1, s0:s1][inside] = (level + 0.5 * base)[inside]
+    rho = cut.rho[inside]
+    level = np.full(rho.shape, -4.0, np.float32)
+    ring = (rho > 0.5) & (rho < 0.72)
+    psi = np.arctan2(cut.zn[inside][ring], cut.xn[inside][ring])
+    level[np.flatnonzero(ring)[np.cos(7.0 * psi) > 0.1]] = -13.0  # medullary pyramids
+    level[rho <= 0.5] = 7.0  # sinus fat
+    base = ctx.liver_b_db[l0:l1, s0:s1][inside] - np.float32(ctx.liver_backscatter_db)
+    maps.b_db[l0:l1, s0:s1][inside] = level + 0.5 * base
     maps.alpha[l0:l1, s0:s1][inside] = 0.9
     maps.tissue[l0:l1, s0:s1][inside] = T["kidney"]
     w_rel = 0.5 / max(cut.radius_mm, 0.5)
