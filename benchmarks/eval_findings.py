@@ -373,12 +373,13 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     for lid, t in assign.items():
         if t:
             per_truth[t].append(lid)
-    type_hits, size_err, size_err_best = [], [], []
+    type_hits, size_err, size_err_best, type_pairs = [], [], [], []
     mal_pairs = []
     for t, lids in per_truth.items():
         main = max(lids, key=lambda k: reported[k].get("n_frames", 0))
         les = reported[main]
         type_hits.append(les["class"] == truth[t]["class"])
+        type_pairs.append((truth[t]["class"], les["class"]))
         mal_pairs.append((les["malignancy"], truth[t]["class"] in MALIGNANT))
         if les.get("long_axis_mm") is not None and truth[t]["max_inplane_mm"] > 0:
             size_err.append(abs(les["long_axis_mm"] - truth[t]["max_inplane_mm"])
@@ -394,7 +395,7 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         "recalled": sum(1 for t in eligible if t in per_truth),
         "false_lesions": len(false_lesions),
         "fragments": [len(per_truth[t]) for t in eligible if t in per_truth],
-        "type_hits": type_hits, "size_rel_err": size_err, "size_rel_err_bestframe": size_err_best,
+        "type_hits": type_hits, "type_pairs_true_reported": type_pairs, "size_rel_err": size_err, "size_rel_err_bestframe": size_err_best,
         "malignancy_pairs": mal_pairs,
         "lirads": case["lirads"]["category"], "lirads_truth_case": run.truth["lirads_category"],
         "lirads_truth_in_view": truth_in_view,
@@ -475,6 +476,9 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
                 "false_lesions_per_clip": _mean([s["false_lesions"] for s in scores]),
                 "fragmentation": _mean(frags),
                 "type_accuracy": _mean([x for s in scores for x in s["type_hits"]]),
+                "type_confusions_true_reported": dict(Counter(
+                    f"{a}->{b}" for s in scores for a, b in s["type_pairs_true_reported"]
+                    if a != b)),
                 "malignancy_auc": _auc([p for s in scores for p in s["malignancy_pairs"]]),
                 "long_axis_within_15pct": _mean([e <= 0.15 for e in size]),
                 "long_axis_median_rel_err": _median(size),
