@@ -448,7 +448,7 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
         "matched_detections": len(fd),
         "type_accuracy": _mean([d["class"] == d["true_class"] for d in fd]),
         # the same, averaged per true lesion first (long-visible lesions do not dominate),
-        # over the lesions scored at lesion level: comparable with lesion-level accuracy
+        # over every true lesion with at least one matched detection
         "type_accuracy_per_lesion_mean": _per_lesion_frame_accuracy(runs),
         "malignancy_auc": _auc([(d["malignancy"], d["true_class"] in MALIGNANT) for d in fd]),
         "long_axis_within_15pct": _mean([e <= 0.15 for e in frame_size]),
