@@ -59,6 +59,26 @@ def test_npz_clip_truth_and_masks_round_trip(tmp_path):
     assert np.array_equal(got[3].image, exp[3].image)
 
 
+def test_npz_source_reports_bad_files(tmp_path):
+    from sonoflow.stream.errors import SourceError
+    from sonoflow.stream.sources.npz import NpzSource
+
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(SourceError, match="corrupt"):
+        NpzSource(bad).open()
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, frames=np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(SourceError, match="expected uint8"):
+        NpzSource(wrong).open()
+    nothing = tmp_path / "nothing.npz"
+    np.savez(nothing, other=np.zeros(3))
+    with pytest.raises(SourceError, match="no 'frames'"):
+        NpzSource(nothing).open()
+    with pytest.raises(SourceError, match="no such file"):
+        NpzSource(tmp_path / "absent.npz").open()
+
+
 def test_load_truth_rejects_a_foreign_schema(tmp_path):
     _, gt, _ = write_clip(tmp_path, 32, 2, fmt="npz", height=H, width=W)
     doc = json.loads(gt.read_text())
@@ -142,6 +162,9 @@ def test_sim_source_spec_frames_and_truth():
     exp = list(simulate_clip(sample_case(12, ui=True, events=False), n_frames=4, height=160,
                              width=224, fps=30.0))
     assert np.array_equal(frames[3].image, exp[3].image)
+    again = list(src.frames())
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, again, strict=True))
+    src.close()
     endless = SimSource("sim:seed=1,frames=0,width=128,height=96")
     assert endless.live and endless.frame_count is None
     with pytest.raises(SourceError, match="not understood"):

@@ -102,6 +102,14 @@ class ClipRenderer:
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sim-render")
         self._ahead = 2 * workers
 
+    def reset(self) -> None:
+        """Forget the frame history (persistence, the frame a freeze repeats) to restart at 0."""
+        for fut in self._pending.values():
+            fut.cancel()
+        self._pending.clear()
+        self._prev = None
+        self._prev_grey = None
+
     def close(self) -> None:
         """Stop the render threads (no-op with one worker)."""
         if self._pool is not None:

@@ -87,6 +87,7 @@ class SimSource(Source):
 
     def frames(self) -> Iterator[SourceFrame]:
         self.open()
+        self._clip.reset()  # each iteration replays the clip from frame 0, bit-identical
         step = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
         tb = (step.numerator, step.denominator)
         i = 0
