@@ -173,3 +173,15 @@ def test_bad_overrides_raise_config_errors():
         sample_case(1, steatosis_grade=0, attenuation_db_cm_mhz=0.9)
     with pytest.raises(ConfigError):
         next(simulate_clip(sample_case(1), n_frames=1, height=10, width=10))
+
+
+def test_consecutive_frames_are_correlated_but_never_identical_unless_frozen():
+    """A freeze detector must tell bit-identical repeats from a still probe (DESIGN: quality)."""
+    case = sample_case(2, events=False, ui=False, sweep=False, breathing=False, persistence=0.0)
+    frames = _clip(case, 5)
+    for a, b in zip(frames, frames[1:], strict=False):
+        m = (a.tissue == TISSUE_CODES["liver"]) & (b.tissue == TISSUE_CODES["liver"])
+        x = a.image[m].astype(float) - a.image[m].mean()
+        y = b.image[m].astype(float) - b.image[m].mean()
+        r = (x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum())
+        assert 0.6 < r < 0.9995 and not np.array_equal(a.image, b.image), r
