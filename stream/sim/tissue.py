@@ -236,7 +236,9 @@ def sample_anatomy(seed: int, probe: Probe, wall: Wall, liver: Liver, motion_x0_
     side = float(rng.choice([-1, 1]))
     for i in range(n_ribs):
         s = side if i == 0 else -side
-        v = wall.skin_mm + wall.fat_mm * float(rng.uniform(0.4, 0.9))
+        # Ribs lie under the subcutaneous fat, among the intercostal muscles.
+        v = wall.skin_mm + wall.fat_mm + wall.fascia_mm + wall.muscle_mm * float(
+            rng.uniform(0.3, 0.9))
         ang = probe.half_angle_rad * float(rng.uniform(0.62, 0.9))
         r_probe = probe.radius_mm + v
         ribs.append(Rib(u_mm=s * r_probe * math.sin(ang),
