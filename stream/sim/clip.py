@@ -145,6 +145,7 @@ class ClipRenderer:
         return fut.result() if fut is not None else self._render(i, ev)
 
     def events_at(self, i: int) -> FrameEvents:
+        """Planned events of frame ``i`` (planned per block, cached)."""
         if self._block_len == 0:
             return FrameEvents()
         b = i // self._block_len

@@ -10,6 +10,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sonoflow simulate``."""
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--clips", type=int, default=1, help="number of clips (default 1)")
     parser.add_argument("--frames", type=int, default=90, help="frames per clip (default 90)")
@@ -24,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the clips.
+
+    Raises:
+        ConfigError: bad counts, format or size.
+        WriteError: an output cannot be written.
+    """
     from pathlib import Path
 
     from tqdm import tqdm

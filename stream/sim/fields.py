@@ -47,6 +47,7 @@ class _LayerCache:
         self._items: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def get(self, key: int, make) -> np.ndarray:
+        """The cached layer ``key``, made with ``make(key)`` when missing."""
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]

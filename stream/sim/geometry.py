@@ -43,9 +43,11 @@ class Probe:
 
     @property
     def half_angle_rad(self) -> float:
+        """Half opening angle in radians."""
         return math.radians(self.half_angle_deg)
 
     def truth(self) -> dict[str, Any]:
+        """The probe's entry in the case truth."""
         return {"radius_mm": round(self.radius_mm, 3), "half_angle_deg": round(self.half_angle_deg, 3),
                 "depth_mm": round(self.depth_mm, 3), "freq_mhz": round(self.freq_mhz, 3),
                 "dynamic_range_db": round(self.dynamic_range_db, 2),
@@ -167,6 +169,7 @@ class ScanConverter:
 
     @classmethod
     def build(cls, grid: BeamGrid, height: int, width: int) -> ScanConverter:
+        """Precompute the maps and the sector mask for ``height x width`` output."""
         p = grid.probe
         lay = sector_layout(p, height, width)
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)

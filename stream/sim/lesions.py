@@ -60,6 +60,7 @@ class Lesion:
         return lirads_for_lesion(self.cls, self.diameter_mm)
 
     def truth(self) -> dict[str, Any]:
+        """The lesion's entry in the case truth (plain JSON types)."""
         return {
             "lesion_id": self.lesion_id,
             "class": self.cls,

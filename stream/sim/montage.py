@@ -87,6 +87,7 @@ def build_montage() -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Render the montage to ``--out``."""
     ap = argparse.ArgumentParser(description="render the simulator montage PNG")
     ap.add_argument("--out", default="docs/sim_montage.png")
     args = ap.parse_args(argv)

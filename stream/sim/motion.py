@@ -31,6 +31,7 @@ class Pose:
     probe_y_mm: float
 
     def truth(self) -> dict:
+        """The pose entry of the frame truth."""
         return {"x_mm": round(self.xp_mm, 4), "y_mm": round(self.yp_mm, 4),
                 "z_mm": round(self.zp_mm, 4), "phi_rad": round(self.phi_rad, 5),
                 "breath_mm": [round(b, 4) for b in self.breath_mm]}

@@ -155,6 +155,7 @@ class Renderer:
         self._att_k = np.float32(2.0 * p.freq_mhz * grid.dd_mm / 10.0 * _LN10_20)
 
     def context(self, pose: Pose) -> FrameContext:
+        """Liver-frame coordinates of every beam cell for ``pose`` (``liver_b_db`` unset)."""
         g = self.grid
         c, s = np.float32(math.cos(pose.phi_rad)), np.float32(math.sin(pose.phi_rad))
         x = np.float32(pose.xp_mm) + g.u_mm * c - g.v_mm * s

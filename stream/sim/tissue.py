@@ -64,6 +64,7 @@ class Wall:
 
     @property
     def total_mm(self) -> float:
+        """Depth of the liver capsule below the skin (0 without a wall)."""
         if not self.present:
             return 0.0
         return self.skin_mm + self.fat_mm + self.fascia_mm + self.muscle_mm + self.preperitoneal_mm

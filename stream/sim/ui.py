@@ -79,6 +79,7 @@ def build_ui(case, scan: ScanConverter) -> UiOverlay:
     x_left = int(round(6 * w / 640.0))
 
     def put(kind: str, text: str, x: int, y: int, align_right: bool = False) -> None:
+        """Draw one text item unless it would touch the sector."""
         if align_right:
             (tw, _), _ = cv2.getTextSize(text, _FONT, scale, thick)
             x = x - tw

@@ -54,11 +54,13 @@ class Mp4Writer:
         self._av = av
 
     def write(self, image: np.ndarray, meta: dict[str, Any] | None = None) -> None:
+        """Encode one ``(H, W)`` uint8 frame."""
         frame = self._av.VideoFrame.from_ndarray(image, format="gray").reformat(format="yuv420p")
         for pkt in self._s.encode(frame):
             self._c.mux(pkt)
 
     def close(self) -> None:
+        """Flush the encoder and close the file."""
         for pkt in self._s.encode():
             self._c.mux(pkt)
         self._c.close()
@@ -73,9 +75,11 @@ class NpzWriter:
         self._frames: list[np.ndarray] = []
 
     def write(self, image: np.ndarray, meta: dict[str, Any] | None = None) -> None:
+        """Keep one ``(H, W)`` uint8 frame."""
         self._frames.append(image)
 
     def close(self) -> None:
+        """Write the compressed npz."""
         frames = np.stack(self._frames) if self._frames else np.zeros((0, 1, 1), np.uint8)
         np.savez_compressed(self.path, frames=frames, fps=np.float64(self.fps),
                             mm_per_px=np.asarray(self.mm_per_px, np.float64),
@@ -104,9 +108,15 @@ class DicomWriter:
         self._frames: list[np.ndarray] = []
 
     def write(self, image: np.ndarray, meta: dict[str, Any] | None = None) -> None:
+        """Keep one ``(H, W)`` uint8 frame."""
         self._frames.append(image)
 
     def close(self) -> None:
+        """Build the dataset and write it.
+
+        Raises:
+            WriteError: the file cannot be written.
+        """
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.sequence import Sequence
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid

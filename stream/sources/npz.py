@@ -41,6 +41,11 @@ class NpzSource(Source):
         self._truth: list[dict] | None = None
 
     def open(self) -> None:
+        """Read the arrays and the truth beside them (idempotent).
+
+        Raises:
+            SourceError: missing, corrupt or malformed file.
+        """
         if self._frames is not None:
             return
         if not self.path.is_file():
@@ -79,6 +84,7 @@ class NpzSource(Source):
                 raise SourceError(gt, f"ground truth beside the clip is unreadable: {e}") from e
 
     def frames(self) -> Iterator[SourceFrame]:
+        """Frames in order, with simulator truth in ``extra['sim']`` when present."""
         self.open()
         step = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
         tb = (step.numerator, step.denominator)

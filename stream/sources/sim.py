@@ -60,6 +60,11 @@ class SimSource(Source):
         self._clip = None
 
     def open(self) -> None:
+        """Sample the case and build the renderer (idempotent).
+
+        Raises:
+            SourceError: the case overrides are invalid.
+        """
         if self._clip is not None:
             return
         from sonoflow.stream.sim.case import sample_case
@@ -77,6 +82,7 @@ class SimSource(Source):
         self.calibration = Calibration(self._case.mm_per_px(o["height"], o["width"]), "simulator")
 
     def close(self) -> None:
+        """Stop render-ahead threads."""
         if self._clip is not None:
             self._clip.close()
 
@@ -86,6 +92,7 @@ class SimSource(Source):
         return self._case
 
     def frames(self) -> Iterator[SourceFrame]:
+        """Frames from 0, each with its truth in ``extra['sim']``."""
         self.open()
         self._clip.reset()  # each iteration replays the clip from frame 0, bit-identical
         step = Fraction(1, 1) / Fraction(self.fps).limit_denominator(1001)
