@@ -23,6 +23,9 @@ from sonoflow.stream.sim.primitives import FrameContext, SceneMaps, ellipsoid_cu
 from sonoflow.stream.sim.seeding import stream_rng
 
 _LESION = config.TISSUE_CODES["lesion"]
+#: Tissues a lesion never paints over (it lives in the parenchyma, vessels and nodules).
+_NOT_LIVER = np.array([config.TISSUE_CODES[k] for k in ("wall", "rib", "diaphragm", "lung_mirror",
+                                                         "gallbladder", "kidney")], np.uint8)
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ def draw_lesion(les: Lesion, ctx: FrameContext, maps: SceneMaps) -> bool:
     if cut is None:
         return False
     l0, l1, s0, s1 = cut.win
-    inside = cut.reff < 1.0
+    inside = (cut.reff < 1.0) & ~np.isin(maps.tissue[l0:l1, s0:s1], _NOT_LIVER)
     if not inside.any():
         return False
     b = maps.b_db[l0:l1, s0:s1]
