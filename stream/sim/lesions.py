@@ -187,7 +187,10 @@ def sample_lesions(seed: int, probe, wall, liver, anatomy, motion,
             half_w = (probe.radius_mm + z) * math.sin(probe.half_angle_rad) * 0.8 - rmax
             x = motion.x0_mm + float(rng.uniform(-max(half_w, 1.0), max(half_w, 1.0)))
             if y_half > 0:
-                y = motion.y0_mm + float(rng.uniform(-y_half * 0.8, y_half * 0.8))
+                # Early in the first pass of the sweep (it starts at -sign(v) * half), so
+                # short clips still cross most lesions.
+                sgn = math.copysign(1.0, motion.sweep_speed_mm_s)
+                y = motion.y0_mm + sgn * (-y_half + float(rng.uniform(0.1, 0.65)) * 2 * y_half)
             else:
                 y = motion.y0_mm + float(rng.uniform(-0.35, 0.35) * axes[1])
             ok = all(math.dist((x, y, z), o_.center) > rmax + max(o_.axes) * 1.3 + 3.0

@@ -38,14 +38,16 @@ class Pose:
 
 
 def sweep_offset_mm(t_s: float, speed_mm_s: float, range_mm: float) -> float:
-    """Triangle-wave elevational offset: starts at 0, bounces inside ``+-range/2``."""
+    """Triangle-wave elevational offset inside ``+-range/2``.
+
+    The sweep starts at the end opposite to its direction (``-sign(v) range/2``), so the
+    first pass crosses the whole range, as a sonographer's sweep does.
+    """
     if speed_mm_s == 0.0 or range_mm <= 0.0:
         return 0.0
     half = range_mm / 2.0
-    s = abs(speed_mm_s) * t_s + half  # distance travelled, starting mid-range
-    period = 2.0 * range_mm
-    ph = s % period
-    pos = ph if ph <= range_mm else period - ph
+    ph = (abs(speed_mm_s) * t_s) % (2.0 * range_mm)
+    pos = ph if ph <= range_mm else 2.0 * range_mm - ph
     return math.copysign(1.0, speed_mm_s) * (pos - half)
 
 
