@@ -131,7 +131,7 @@ def test_sweep_moves_lesions_in_and_out_of_the_plane():
     ids = {les["lesion_id"] for f in frames for les in f.truth["lesions"]}
     assert ids == {1}
     fr = [les["visible_fraction"] for f in frames for les in f.truth["lesions"]]
-    assert min(fr) < 0.5 < max(fr)
+    assert max(fr) - min(fr) > 0.25  # the cut grows and shrinks as the plane passes
 
 
 def test_steatosis_bins_follow_the_configured_cutoffs():
