@@ -21,10 +21,11 @@ from sonoflow.stream.sim.clip import simulate_clip
 TILE_H, TILE_W, CAPTION_PX = 240, 320, 18
 
 
-def _frame_with(case, label: str | None, n_frames: int = 45, lesion: bool = False):
+def _frame_with(case, label: str | None, n_frames: int = 45, lesion: bool = False,
+                fps: float = 30.0):
     """The first frame with quality ``label`` (or, for lesions, the largest cut)."""
     best = None
-    for f in simulate_clip(case, n_frames=n_frames, height=480, width=640, fps=30.0):
+    for f in simulate_clip(case, n_frames=n_frames, height=480, width=640, fps=fps):
         if label is not None and f.truth["quality_label"] == label:
             return f
         if lesion and f.truth["lesions"]:
@@ -65,7 +66,7 @@ def build_montage() -> np.ndarray:
         case = sample_case(220 + i, n_lesions=1, lesion_classes=[cls],
                            lesion_diameters_mm=[26.0 if cls != "hemangioma" else 18.0],
                            events=False, ui=False, sweep=True, view="subcostal", **extra)
-        f = _frame_with(case, None, n_frames=40, lesion=True)
+        f = _frame_with(case, None, n_frames=40, lesion=True, fps=4.0)
         tiles.append(_tile(f.image, f"{cls} ({case.lesions[0].subtype})"))
     events = ("frozen", "black", "no_contact", "partial_contact", "too_bright", "too_dark",
               "motion_blur")
