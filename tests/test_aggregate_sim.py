@@ -32,7 +32,7 @@ def _eval_module():
 def test_two_lesion_sweep_gives_two_lesions_with_sizes_and_lirads():
     sim = pytest.importorskip("sonoflow.stream.sim", reason="simulator not built yet")
     ef = _eval_module()
-    seed, n = 2024, 40  # an HCC (25 mm) and a cyst (21 mm) in view from the first frame
+    seed, n = 2024, 90  # an HCC (25 mm) and a cyst (21 mm), in view from frames 36 and 24
     case = sim.sample_case(seed)
     truth = case.truth()
     mm = case.mm_per_px(240, 320)

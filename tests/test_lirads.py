@@ -96,3 +96,10 @@ def test_table_agrees_with_the_simulator_ground_truth_convention():
     sim_benign = {"other" if c == "fat_sparing" else c for c in
                   sim_config.DEFINITELY_BENIGN_CLASSES}
     assert set(cfg.definitely_benign_classes) == sim_benign
+
+
+@pytest.mark.parametrize("malignancy,expected", [(None, "US-1"), (0.2, "US-1"), (0.8, "US-3")])
+def test_benign_type_with_a_malignant_head_is_not_dismissed(malignancy, expected):
+    les = lesion(1, "other", 15.0)
+    les.malignancy = malignancy
+    assert lesion_category(les, True, LiradsConfig()) == expected

@@ -19,7 +19,7 @@ says so in its output:
   were seen (the study cannot support a negative), or when a not-definitely-benign observation
   exists but the image is uncalibrated (the 10 mm threshold cannot be applied);
 * an observation is "definitely benign" when the pooled probability of the benign classes
-  reaches ``benign_min_prob``.
+  reaches ``benign_min_prob`` and its pooled malignancy stays below ``benign_max_malignancy``.
 
 Every threshold lives in :class:`LiradsConfig` with its source.
 """
@@ -59,6 +59,11 @@ class LiradsConfig:
             than clinical practice (there it must have been characterised before, e.g. by MRI).
         benign_min_prob: pooled probability of the benign classes needed to call an
             observation definitely benign (our choice: a coin flip is not "definitely").
+        benign_max_malignancy: and its pooled malignancy must stay below this (our choice:
+            the type and the malignancy heads must agree before an observation is dismissed;
+            on held-out simulator clips the lesion classifier called 3 of 18 malignant lesions
+            "other" while its malignancy head still flagged them, see
+            ``benchmarks/sections/findings.md``). Errs toward follow-up.
         min_good_frames: fewer good-quality analysed frames -> abstain (our choice: about
             one second of usable liver at 30 fps, well below any surveillance sweep).
         good_quality: frame quality score at or above which a frame counts as good (our
@@ -68,6 +73,7 @@ class LiradsConfig:
     threshold_mm: float = 10.0
     definitely_benign_classes: tuple[str, ...] = ("cyst", "hemangioma", "other")
     benign_min_prob: float = 0.5
+    benign_max_malignancy: float = 0.5
     min_good_frames: int = 30
     good_quality: float = 0.5
 
@@ -109,7 +115,9 @@ def lesion_category(lesion: LesionSummary, calibrated: bool,
     Returns:
         "US-1", "US-2", "US-3", or None (not definitely benign and not measurable).
     """
-    if benign_probability(lesion, config) >= config.benign_min_prob:
+    benign_type = benign_probability(lesion, config) >= config.benign_min_prob
+    benign_head = lesion.malignancy is None or lesion.malignancy < config.benign_max_malignancy
+    if benign_type and benign_head:
         return "US-1"
     if not calibrated or lesion.long_axis_mm is None:
         return None

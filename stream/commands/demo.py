@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: Default seed: a clip with an HCC (25 mm) and a cyst (21 mm) both swept through the plane,
-#: every frame of good quality (checked with the simulator; held-out evaluation uses 900001+).
+#: Default seed: an HCC (25 mm) and a cyst (21 mm) swept through the plane (in view from frames
+#: 36 and 24 to about 90), every frame of good quality (checked with the simulator).
 DEFAULT_SEED = 2024
 DEFAULT_FRAMES = 150
 

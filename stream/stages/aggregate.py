@@ -78,7 +78,8 @@ class AggregateStage(Stage):
             grades, LI-RADS frame count).
         min_track_frames: observations a confirmed track needs to be reported as a lesion.
         thumb_size_px: side of the key-frame thumbnails.
-        lirads_threshold_mm, lirads_benign_min_prob, lirads_min_good_frames: see
+        lirads_threshold_mm, lirads_benign_min_prob, lirads_benign_max_malignancy,
+        lirads_min_good_frames: see
             :class:`~sonoflow.stream.aggregation.lirads.LiradsConfig`.
     """
 
@@ -90,6 +91,7 @@ class AggregateStage(Stage):
         "thumb_size_px": 160,
         "lirads_threshold_mm": LiradsConfig.threshold_mm,
         "lirads_benign_min_prob": LiradsConfig.benign_min_prob,
+        "lirads_benign_max_malignancy": LiradsConfig.benign_max_malignancy,
         "lirads_min_good_frames": LiradsConfig.min_good_frames,
     }
 
@@ -104,6 +106,7 @@ class AggregateStage(Stage):
         self.lirads_config = LiradsConfig(
             threshold_mm=float(self.config["lirads_threshold_mm"]),
             benign_min_prob=float(self.config["lirads_benign_min_prob"]),
+            benign_max_malignancy=float(self.config["lirads_benign_max_malignancy"]),
             min_good_frames=int(self.config["lirads_min_good_frames"]),
             good_quality=float(self.config["good_quality"]))
         self._streams: dict[str, _StreamState] = {}
