@@ -86,7 +86,11 @@ def read_frames_jsonl(path: Path) -> list[dict[str, Any]]:
 # --- pictures --------------------------------------------------------------------------------
 
 def png_data_uri(rgb: np.ndarray) -> str:
-    """A ``data:image/png;base64,...`` URI of an ``(H, W, 3)`` RGB or ``(H, W)`` uint8 image."""
+    """A ``data:image/png;base64,...`` URI of an ``(H, W, 3)`` RGB or ``(H, W)`` uint8 image.
+
+    Raises:
+        StageError: OpenCV could not encode the array (wrong dtype or shape).
+    """
     a = np.ascontiguousarray(rgb)
     bgr = cv2.cvtColor(a, cv2.COLOR_RGB2BGR) if a.ndim == 3 else a
     ok, buf = cv2.imencode(".png", bgr)
