@@ -198,6 +198,10 @@ drop_rate_max = 0.0
         png = out.with_name(f"bench.tiny.{kind}.png")
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "work" / "tiny" / "threads" / "run1" / "s0" / "frames.jsonl").is_file()
+    assert recs[1]["vs"] == {}  # reference engines are compared against, not compared
+    # the table again from the records alone
+    assert main(["bench", "--from", str(out), "--out", str(tmp_path / "again.md")]) == 0
+    assert (tmp_path / "again.md").read_text() == md
 
 
 def test_scenario_files_resolve_by_name_from_any_cwd(tmp_path, monkeypatch):

@@ -181,10 +181,14 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
 
 
 def _compare(records: list[dict[str, Any]]) -> None:
-    """Add ``vs`` to each record: its e2e and overhead p50 over those of every reference case
-    (engines other than sonoflow: the plain loop, Holoscan) with the same pacing."""
+    """Add ``vs`` to each sonoflow record: its e2e and overhead p50 over those of every
+    reference case (engines other than sonoflow: the plain loop, Holoscan) with the same
+    pacing (reference records get an empty ``vs``)."""
     refs = [r for r in records if r["engine"] != "sonoflow" and r["e2e_ms"]["count"]]
     for rec in records:
+        if rec["engine"] != "sonoflow":
+            rec["vs"] = {}
+            continue
         vs = {}
         for ref in refs:
             if ref is rec or ref["pacing"] != rec["pacing"] or not rec["e2e_ms"]["count"]:

@@ -109,7 +109,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
                 out.append(f"| {case} | {k} | {c['target']} | {_f(c['value'], 4)} | "
                            f"{'yes' if c['pass'] else '**no**'} |")
             out.append("")
-        vs = [(r["case"], ref, v) for r in recs for ref, v in r.get("vs", {}).items()]
+        vs = [(r["case"], ref, v) for r in recs if r["engine"] == "sonoflow"
+              for ref, v in r.get("vs", {}).items()]
         if vs:
             out.append("| case | against | e2e p50 ratio | overhead p50 ratio | overhead p50 "
                        "difference (ms) | extra CPU per hop (ms/frame) |")

@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for the runs' outputs (default: <out stem>.runs/ beside --out)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--from", dest="from_", type=Path, nargs="+", default=None, metavar="JSONL",
+                   help="measure nothing: write the markdown table (--out with .md) from "
+                        "records written earlier")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
         for path in scenario.available():
             scn = scenario.load(str(path))
             print(f"{scn.name:24s} {len(scn.cases):3d} case(s)  {scn.question or scn.description}")
+        return 0
+    if args.from_:
+        if args.out is None:
+            print("sonoflow bench: --from needs --out FILE.md", file=sys.stderr)
+            return 2
+        records = [r for f in args.from_ for r in report.read_jsonl(f)]
+        args.out.with_suffix(".md").write_text(report.markdown(records))
+        print(f"table: {args.out.with_suffix('.md')} ({len(records)} records)")
         return 0
     if args.out is None:
         print("sonoflow bench: --out FILE is required (JSON lines; the table and plots go "
