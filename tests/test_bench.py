@@ -202,6 +202,7 @@ drop_rate_max = 0.0
     # the table again from the records alone
     assert main(["bench", "--from", str(out), "--out", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == md
+    assert (tmp_path / "again.tiny.cdf.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_scenario_files_resolve_by_name_from_any_cwd(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from typing import Any
 
 from sonoflow.stream.bench.procstat import ProcSampler
 from sonoflow.stream.bench.scenario import Case, Scenario
-from sonoflow.stream.errors import ConfigError, SonoflowError, StageError
+from sonoflow.stream.errors import SonoflowError, StageError
 from sonoflow.stream.graph import Pipeline, StageDecl, Supervisor, load_pipeline
 
 log = logging.getLogger(__name__)
@@ -350,16 +350,3 @@ def _run_holoscan(scn: Scenario, case: Case, source: str, work_dir: Path) -> Run
     out.events = [f"holoscan {summary.get('holoscan_version', '?')}, scheduler "
                   f"{summary.get('scheduler')}"]
     return out
-
-
-def check_engine(case: Case) -> None:
-    """Fail early on settings an engine cannot honour.
-
-    Raises:
-        ConfigError: e.g. a policy override for an engine without edges.
-    """
-    if case.engine != "sonoflow" and case.policy:
-        raise ConfigError(f"case {case.label!r}: edge policy {case.policy!r} applies to the "
-                          f"sonoflow engine only, not {case.engine!r}")
-
-

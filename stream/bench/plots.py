@@ -132,3 +132,34 @@ def plot_all(records: list[dict[str, Any]], series: dict[str, np.ndarray],
             stage_bars(records, prefix.with_name(prefix.name + ".stages.png")),
             vs_streams(records, prefix.with_name(prefix.name + ".streams.png"))]
     return [p for p in made if p is not None]
+
+
+def save_series(series: dict[str, np.ndarray], path: Path) -> Path:
+    """Keep the pooled per-frame e2e latencies (ms) beside the records, so the plots can be
+    drawn again from files (``sonoflow bench --from``).
+
+    Raises:
+        SonoflowError: the file cannot be written.
+    """
+    labels = list(series)
+    try:
+        np.savez_compressed(path, labels=np.asarray(labels, dtype=np.str_),
+                            **{f"case_{i}": series[k] for i, k in enumerate(labels)})
+    except OSError as e:
+        raise SonoflowError(f"{path}: cannot write the latency series: {e}") from e
+    return path
+
+
+def load_series(path: Path) -> dict[str, np.ndarray]:
+    """Read :func:`save_series`' file; ``{}`` when there is none.
+
+    Raises:
+        SonoflowError: the file exists but is unreadable.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {str(k): z[f"case_{i}"] for i, k in enumerate(z["labels"])}
+    except (OSError, ValueError, KeyError) as e:
+        raise SonoflowError(f"{path}: unreadable latency series ({e})") from e

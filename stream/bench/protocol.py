@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sonoflow.stream.bench import machine as machine_info
-from sonoflow.stream.bench.engines import RunOutput, build_pipeline, check_engine, run_case
+from sonoflow.stream.bench.engines import RunOutput, build_pipeline, run_case
 from sonoflow.stream.bench.scenario import Scenario
 from sonoflow.stream.bench.stats import per_frame, pool, window
 from sonoflow.stream.errors import ConfigError, SourceError
@@ -129,7 +129,6 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
     """
     check_targets(scn)
     for case in scn.cases:
-        check_engine(case)
         build_pipeline(scn, case)  # fail before any run on a bad pipeline or override
     source = resolve_source(scn, on_progress)
     mach = machine_info.machine(note)

@@ -341,8 +341,8 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
         if c["streams"] != 1:
             raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
                               f"streams={c['streams']}")
-        c["mode"] = "-"
-        c["hwm"] = 0
+        # no edges, no execution modes: the pipeline-only settings do not apply
+        c["mode"], c["hwm"], c["policy"] = "-", 0, ""
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])

@@ -3,7 +3,9 @@
 Each SCENARIO is a name in ``benchmarks/scenarios/`` or a path to a ``.toml`` file (default:
 every scenario there). Writes ``FILE`` (JSON lines, one record per case), ``FILE`` with suffix
 ``.md`` (markdown tables) and PNG plots beside it (``<stem>.<scenario>.cdf.png``,
-``.stages.png``, ``.streams.png``). See docs/benchmarking.md.
+``.stages.png``, ``.streams.png``) and the pooled per-frame latencies the CDFs draw
+(``<stem>.<scenario>.series.npz``). ``--from FILE...`` redraws tables and plots from those files
+without measuring. See docs/benchmarking.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None:
             print("sonoflow bench: --from needs --out FILE.md", file=sys.stderr)
             return 2
-        records = [r for f in args.from_ for r in report.read_jsonl(f)]
+        records = []
+        for f in args.from_:
+            recs = report.read_jsonl(f)
+            records.extend(recs)
+            for name in dict.fromkeys(r["scenario"] for r in recs):
+                mine = [r for r in recs if r["scenario"] == name]
+                series = plots.load_series(f.with_name(f"{f.stem}.{name}.series.npz"))
+                made = [] if args.no_plots else plots.plot_all(
+                    mine, series, args.out.with_name(f"{args.out.stem}.{name}"))
+                for p in made:
+                    print(f"  plot: {p}")
         args.out.with_suffix(".md").write_text(report.markdown(records))
         print(f"table: {args.out.with_suffix('.md')} ({len(records)} records)")
         return 0
@@ -83,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             on_progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         report.write_jsonl(out, records, append=bool(all_records))
         all_records.extend(records)
+        plots.save_series(series, out.with_name(f"{out.stem}.{scn.name}.series.npz"))
         made = [] if args.no_plots else plots.plot_all(
             records, series, out.with_name(f"{out.stem}.{scn.name}"))
         for r in records:
