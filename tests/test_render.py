@@ -199,7 +199,10 @@ def test_case_panel_lists_lesions_sizes_and_lirads():
     texts = [ln.text for ln in case_lines(header)]
     assert texts[0] == "LI-RADS US-3   lesions 7"  # the unconfirmed one is not listed
     assert "#3 hcc size n/a" in texts and "+2 more" in texts
-    assert lirads_text(FrameHeader("s", 0, 0, 0, (1, 30), 0, "gray8")) is None
+    bare = FrameHeader("s", 0, 0, 0, (1, 30), 0, "gray8")
+    assert lirads_text(bare) is None
+    bare.extra = {"lirads": {"category": None, "provisional": True}}  # the aggregator abstains
+    assert lirads_text(bare) == "pending"
 
 
 def test_detection_label_has_id_class_confidence_top_features():

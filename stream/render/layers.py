@@ -270,12 +270,15 @@ def hud_lines(header: FrameHeader, stats: HudStats | None) -> list[Line]:
 
 def lirads_text(header: FrameHeader) -> str | None:
     """The running LI-RADS category in ``header.extra["lirads"]`` (a string, or the aggregator's
-    ``{"category", "provisional"}``), with "prov." appended when provisional; None if absent."""
+    ``{"category", "provisional"}``), with "prov." appended when provisional; "pending" while
+    the aggregator abstains (category None); None when there is no LI-RADS information."""
     value = header.extra.get("lirads")
     provisional = False
     if isinstance(value, dict):
         provisional = bool(value.get("provisional"))
         value = value.get("category")
+        if value is None:
+            return "pending"
     if value is None:
         return None
     return f"{value} prov." if provisional else str(value)
