@@ -54,7 +54,7 @@ def test_moving_lesion_keeps_one_id(speed_px):
 
 
 def test_confirmation_needs_min_hits_and_single_frame_false_positive_dies():
-    tracker = ByteTrackLike(TrackerConfig(min_hits=3))
+    tracker = ByteTrackLike(TrackerConfig(min_hits=3, tentative_max_misses=1))
     out = tracker.update([det(50, 50, 10), det(300, 300, 10)], 0)
     assert [t.confirmed for t in out] == [False, False]
     out = tracker.update([det(51, 50, 10)], 1)

@@ -44,7 +44,10 @@ class TrackerConfig:
     """Tracker thresholds. Counts are in tracker updates (analysed frames).
 
     Attributes:
-        high_confidence: detections at or above this enter pass 1.
+        high_confidence: detections at or above this enter pass 1. Set just below the frame
+            network's shipped operating threshold (``frame-v1`` card: heatmap 0.387), so every
+            detection the model reports at its operating point can start and extend tracks;
+            lower the infer stage's ``heatmap_threshold`` to feed pass 2 with weaker ones.
         low_confidence: detections in ``[low_confidence, high_confidence)`` enter pass 2 only;
             below it they are ignored.
         new_track_confidence: an unmatched detection starts a track only at or above this.
@@ -52,8 +55,9 @@ class TrackerConfig:
         max_lost_updates: updates a confirmed track survives without a match. Long: in a
             sweep a lesion leaves the plane and comes back 2-3 s later (measured on simulator
             sweeps with seeds 900004 and 900013: gaps of 57-62 frames at 30 fps).
-        tentative_max_misses: consecutive misses a not-yet-confirmed track survives (one
-            missed frame should not restart the count for a faint lesion).
+        tentative_max_misses: consecutive misses a not-yet-confirmed track survives (the
+            shipped frame network finds a >= 10 mm lesion on about a third of frames, so a
+            missed frame or two must not restart the count).
         iou_weight: weight of IoU in the similarity (the rest is centre proximity).
         gate_scale: centre gate radius as a multiple of the larger box side.
         lost_gate_growth: the gate grows by this fraction per missed update, up to 2x.
@@ -62,12 +66,12 @@ class TrackerConfig:
         velocity_decay: Kalman velocity factor per prediction made without a measurement.
     """
 
-    high_confidence: float = 0.5
+    high_confidence: float = 0.35
     low_confidence: float = 0.1
-    new_track_confidence: float = 0.5
+    new_track_confidence: float = 0.35
     min_hits: int = 3
     max_lost_updates: int = 150
-    tentative_max_misses: int = 1
+    tentative_max_misses: int = 2
     iou_weight: float = 0.5
     gate_scale: float = 1.0
     lost_gate_growth: float = 0.05
