@@ -82,8 +82,19 @@ def stage_bars(records: list[dict[str, Any]], path: Path) -> Path | None:
         # a stage skipped on some frames (key-frame policy) averages over the frames it ran on
         ax.bar(range(len(recs)), vals, bottom=bottom, label=part, color=cmap(i % 20))
         bottom += vals
+    # one case far above the rest (e.g. tcp queues) would flatten every other bar: clip the
+    # axis and write the clipped bar's total at the top
+    top = None
+    if len(bottom) > 1:
+        second = np.sort(bottom)[-2]
+        if second > 0 and bottom.max() > 5 * second:
+            top = 2.5 * second
+            ax.set_ylim(0, top)
     for i, total in enumerate(bottom):
-        ax.text(i, total, f"{total:.2f}", ha="center", va="bottom", fontsize=7)
+        clipped = top is not None and total > top
+        ax.text(i, min(total, top) if clipped else total,
+                f"{total:.2f} (clipped)" if clipped else f"{total:.2f}",
+                ha="center", va="top" if clipped else "bottom", fontsize=7)
     ax.set_xticks(range(len(recs)))
     ax.set_xticklabels([r["case"] for r in recs], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("mean time per frame (ms)")
