@@ -345,7 +345,7 @@ def frame_predict(rt, image: np.ndarray, sector_xyxy_px: Sequence[float] | None 
     fo = decode_frame(outs, card, 0, threshold=score_floor)
     boxes = lb.to_original_xyxy(fo.detections.xyxy_px)
     prob = lb.warp_to_original(fo.lesion_prob.astype(np.float32), image.shape)
-    thr = float(card.thresholds.get("lesion_mask", 0.5))
+    thr = float(card.thresholds.get("lesion_mask", card.thresholds.get("mask", 0.5)))
     return (boxes, fo.detections.confidence.astype(np.float64), prob >= thr,
             np.asarray(fo.steatosis_probs, np.float64))
 
