@@ -104,8 +104,10 @@ class InferStage(Stage):
         if c["classifier_model"]:
             self._cls = self._load(c["classifier_model"],
                                    c["classifier_precision"] or c["precision"], search,
-                                   hint='; set classifier_model = "" to run without the '
-                                        'lesion classifier')
+                                   hint='; set classifier_precision (e.g. "fp32") to run the '
+                                        'classifier at a precision it ships in, or '
+                                        'classifier_model = "" to run without the lesion '
+                                        'classifier')
             self._check_classifier_card(self._cls.card)
         for _ in range(int(c["warmup"])):
             self._run_frame(np.zeros(self._frame.card.input.shape, np.float32))
