@@ -95,6 +95,8 @@ def test_resolve_source_sets_the_frame_count():
     s = s.with_protocol(frames=40, skip=5)
     assert resolve_source(s) == "pattern:width=64,height=48,frames=40"
     assert resolve_source(sc.parse({**BASE, "source": "clip.mp4"}, "t.toml")) == "clip.mp4"
+    per_stream = sc.parse({**BASE, "source": "pattern:seed={stream}"}, "t.toml")
+    assert resolve_source(per_stream, stream=2) == "pattern:seed=2,frames=1000"
 
 
 def _rec(e2e, hop1, capture=0.5, status="analysed"):
@@ -146,7 +148,7 @@ def test_targets_are_checked_and_unknown_names_rejected():
 def test_holoscan_engine_without_its_venv_is_skipped_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("SONOFLOW_HOLOSCAN_PEER_DIR", str(tmp_path / "nowhere"))
     s = sc.parse({**BASE, "variant": [{"engine": "holoscan-greedy"}]}, "t.toml")
-    out = run_case(s, s.cases[0], "pattern:frames=20", tmp_path / "run")
+    out = run_case(s, s.cases[0], ["pattern:frames=20"], tmp_path / "run")
     assert not out.ok and "setup.sh" in out.skipped
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from sonoflow.stream.bench.procstat import ProcSampler
 from sonoflow.stream.bench.scenario import Case, Scenario
-from sonoflow.stream.errors import SonoflowError, StageError
+from sonoflow.stream.errors import ConfigError, SonoflowError, StageError
 from sonoflow.stream.graph import Pipeline, StageDecl, Supervisor, load_pipeline
 
 log = logging.getLogger(__name__)
@@ -81,30 +81,34 @@ def build_pipeline(scn: Scenario, case: Case) -> Pipeline:
     return pipe.with_overrides(case.overrides)
 
 
-def run_case(scn: Scenario, case: Case, source: str, work_dir: Path) -> RunOutput:
-    """Run ``case`` once on ``source`` (already resolved: frames count, prerendered clip).
+def run_case(scn: Scenario, case: Case, sources: list[str], work_dir: Path) -> RunOutput:
+    """Run ``case`` once (sources already resolved: frames count, prerendered clips).
 
     Args:
         scn: the scenario (protocol, pipeline).
         case: the case to run.
-        source: the source spec every stream reads.
+        sources: one source spec per stream (``case.streams`` of them; the single-stream
+            engines read the first).
         work_dir: an empty folder for this run's outputs.
 
     Raises:
         ConfigError: the case cannot be built (bad pipeline, override, engine settings).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
+    if len(sources) != case.streams:
+        raise ConfigError(f"case {case.label!r}: {case.streams} stream(s) but {len(sources)} "
+                          "source(s)")
     if case.engine == "sonoflow":
-        return _run_sonoflow(scn, case, source, work_dir)
+        return _run_sonoflow(scn, case, sources, work_dir)
     if case.engine == "plain":
-        return _run_plain(scn, case, source)
-    return _run_holoscan(scn, case, source, work_dir)
+        return _run_plain(scn, case, sources[0])
+    return _run_holoscan(scn, case, sources[0], work_dir)
 
 
 # ---- sonoflow -------------------------------------------------------------------------------
 
 
-def _run_sonoflow(scn: Scenario, case: Case, source: str, work_dir: Path) -> RunOutput:
+def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path) -> RunOutput:
     pipe = build_pipeline(scn, case)
     sink = pipe.stages[-1].name
     pipe = pipe.with_overrides({sink: {"out_dir": str(work_dir), "per_stream_dirs": True,
@@ -121,7 +125,7 @@ def _run_sonoflow(scn: Scenario, case: Case, source: str, work_dir: Path) -> Run
                 procs[name] = w.pid
         sampler.watch(procs)
 
-    sup = Supervisor(pipe, [source] * case.streams, mode=case.mode, pacing=case.pacing,
+    sup = Supervisor(pipe, list(sources), mode=case.mode, pacing=case.pacing,
                      policy=case.policy or None, stream_ids=sids, max_frames=scn.frames,
                      on_ready=on_ready)
     holder["sup"] = sup

@@ -39,15 +39,18 @@ def cache_dir() -> Path:
     return Path(base) / "sonoflow" / "bench"
 
 
-def resolve_source(scn: Scenario, on_progress: Callable[[str], None] | None = None) -> str:
-    """The source spec every run reads: ``frames=`` set for ``pattern:``/``sim:``; a ``sim:``
-    source with ``prerender = true`` rendered once into an npz cache (so the simulator's cost
-    does not compete with the pipeline for the CPU).
+def resolve_source(scn: Scenario, on_progress: Callable[[str], None] | None = None,
+                   stream: int = 0) -> str:
+    """The source spec stream number ``stream`` reads: ``{stream}`` in the scenario's source
+    replaced by the stream's index (e.g. ``sim:seed={stream}``: a different clip per stream);
+    ``frames=`` set for ``pattern:``/``sim:``; a ``sim:`` source with ``prerender = true``
+    rendered once into an npz cache (so the simulator's cost does not compete with the
+    pipeline for the CPU).
 
     Raises:
         SourceError: the simulator cannot render the clip or the cache cannot be written.
     """
-    spec = scn.source
+    spec = scn.source.replace("{stream}", str(stream))
     if spec.startswith(("pattern:", "sim:")):
         body = re.sub(r"(^|,)frames=\d+", "", spec.split(":", 1)[1]).strip(",")
         spec = f"{spec.split(':', 1)[0]}:{body + ',' if body else ''}frames={scn.frames}"
@@ -130,7 +133,8 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
     check_targets(scn)
     for case in scn.cases:
         build_pipeline(scn, case)  # fail before any run on a bad pipeline or override
-    source = resolve_source(scn, on_progress)
+    sources = [resolve_source(scn, on_progress, i)
+               for i in range(max(c.streams for c in scn.cases))]
     mach = machine_info.machine(note)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     runs: dict[str, list[RunOutput]] = {c.label: [] for c in scn.cases}
@@ -139,7 +143,8 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", case.label).strip("_")
             if on_progress:
                 on_progress(f"{scn.name}: {case.label}, run {k + 1}/{scn.runs}")
-            out = run_case(scn, case, source, work_root / scn.name / slug / f"run{k + 1}")
+            out = run_case(scn, case, sources[:case.streams],
+                           work_root / scn.name / slug / f"run{k + 1}")
             if out.error:
                 log.warning("%s / %s run %d: %s", scn.name, case.label, k + 1, out.error)
             runs[case.label].append(out)
@@ -158,7 +163,7 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             "hwm": pipe.hwm,
             "streams": case.streams, "overrides": case.overrides,
             "pipeline": [s.name for s in pipe.stages], "hops": len(pipe.stages),
-            "source": scn.source, "source_resolved": source,
+            "source": scn.source, "source_resolved": sources[:case.streams],
             "protocol": {"frames": scn.frames, "runs": scn.runs, "skip": scn.skip,
                          "runs_ok": len(usable),
                          "warmup": f"first and last {scn.skip} frames of every run and stream "
