@@ -130,3 +130,21 @@ def test_shared_liver_lesions_folder():
             sub = item.lesion_mask[y0:y1, x0:x1]
             assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any()
             assert les.malignant == (item.image_label == "malignant")
+
+
+def test_shipped_classifier_on_shared_liver_lesions(tmp_path):
+    """`sonoflow eval` on the real folder with the shipped classifier (no torch needed)."""
+    root = REAL / "liver_lesions"
+    if not (root / "ground_truth.json").is_file():
+        pytest.skip(f"real data folder {root} is absent (a fresh clone has no ../shared)")
+    from sonoflow.models.registry import available
+    from sonoflow.training.evaluate import evaluate_real_folder
+
+    if ("lesion-cls-v1", "fp32") not in {(m, p) for m, p, _ in available()}:
+        pytest.skip("lesion-cls-v1-fp32 is not shipped in models/weights")
+    rep = evaluate_real_folder(root, tmp_path, "lesion-cls-v1", None, n_boot=200)
+    c = rep["classifier"]
+    assert (c["n_malignant"], c["n_benign"]) == (8, 10)
+    assert 0.0 <= c["auc"]["value"] <= 1.0 and c["auc"]["n"] == 18
+    assert (tmp_path / "real_eval.json").exists()
+    assert (tmp_path / "real_malignancy_roc.png").stat().st_size > 1000
