@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from sonoflow.training import metrics as M
 
 
