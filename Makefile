@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench models clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ test: install
 
 bench: install
 	$(BIN)/sonoflow bench --out benchmarks/results/bench.jsonl
+
+# Rebuild the shipped frame-network weights (simulate, train time-boxed, export fp32/int8/
+# pruned). The lesion classifier: `sonoflow train lesion-classifier --config
+# training/configs/lesion_classifier.toml --out runs/lesion-cls-v1` (docs/models.md).
+models: install
+	BIN=$(BIN) tools/build_models.sh
 
 clean:
 	rm -rf $(VENV) out

@@ -1,14 +1,19 @@
-"""Errors raised by ``sonoflow.models`` (cards, registry, runtime backends).
+"""Errors raised by ``sonoflow.models`` (cards, registry, runtime backends), and the product's
+one exception root.
 
-``sonoflow.models`` may not import ``sonoflow.stream`` (import direction: stream -> models), so
-the model layer has its own small hierarchy rooted at :class:`ModelError`. Stages that load
-models (``infer``) translate these into ``sonoflow.stream.errors`` types with ``raise ... from``.
+``SonoflowError`` lives here because ``sonoflow.models`` is the only package every other one may
+import (``stream -> models``, ``training -> models``); ``sonoflow.stream.errors`` re-exports it,
+so every error SonoFlow raises on purpose has one root whichever layer raised it.
 """
 
 from __future__ import annotations
 
 
-class ModelError(Exception):
+class SonoflowError(Exception):
+    """Root of every error SonoFlow raises on purpose."""
+
+
+class ModelError(SonoflowError):
     """A model card, artifact or backend is missing or does not match its contract."""
 
 

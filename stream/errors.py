@@ -1,4 +1,5 @@
-"""One exception root for the whole product.
+"""One exception root for the whole product (``SonoflowError``, defined in
+``sonoflow.models.errors`` so that every layer can reach it; re-exported here).
 
 Every error names the expected value, the actual value and the fix where one exists, and the
 file it concerns where there is one.
@@ -6,9 +7,10 @@ file it concerns where there is one.
 
 from __future__ import annotations
 
+from sonoflow.models.errors import BackendUnavailable, ModelError, SonoflowError
 
-class SonoflowError(Exception):
-    """Root of every error SonoFlow raises on purpose."""
+__all__ = ["SonoflowError", "ConfigError", "WireError", "SourceError", "StageError",
+           "ModelError", "BackendUnavailable"]
 
 
 class ConfigError(SonoflowError):
@@ -31,10 +33,3 @@ class SourceError(SonoflowError):
 class StageError(SonoflowError):
     """A stage failed in a way the runner reports (open failure, too many errors)."""
 
-
-class ModelError(SonoflowError):
-    """A model card, artifact or backend is missing or does not match its contract."""
-
-
-class BackendUnavailable(ModelError):
-    """The backend or precision the user asked for cannot run here (never silently replaced)."""

@@ -165,6 +165,8 @@ class _Worker:
             def target():
                 try:
                     self._code = _run_spec(self.spec, self.ctx)
+                except zmq.ContextTerminated:
+                    self._code = 0 if self.done else 1  # the run ended around this thread
                 except Exception:  # noqa: BLE001 - a crashed thread must surface as an exit code
                     log.exception("runner %s crashed", self.spec.name)
                     self._code = 1
@@ -374,6 +376,9 @@ class Supervisor:
                     code = w.exitcode()
                     hung = started and w.ready and now - w.last_hb > self.watchdog_s
                     if code is None and not hung:
+                        continue
+                    if code == 0 and not hung:
+                        w.done = True  # finished its streams; its `done` may still be queued
                         continue
                     if hung:
                         events.append(f"{name}: no heartbeat for {self.watchdog_s:.1f} s (hung)")
