@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,10 +130,23 @@ def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path)
                      policy=case.policy or None, stream_ids=sids, max_frames=scn.frames,
                      on_ready=on_ready)
     holder["sup"] = sup
-    res = sup.run()
+    # a run that never ends (a lost end-of-stream, a stuck stage the watchdog cannot see) is
+    # stopped and reported instead of hanging the benchmark
+    limit_s = run_limit_s(scn, case)
+    timer = threading.Timer(limit_s, sup.stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        res = sup.run()
+    finally:
+        timer.cancel()
     sampler.stop()
     out = RunOutput(hops=len(pipe.stages), elapsed_s=res.elapsed_s, ok=res.ok, error=res.error,
                     events=list(res.events), processes=sampler.summary())
+    if res.elapsed_s >= limit_s:
+        out.ok = False
+        out.error = (f"run stopped after {limit_s:.0f} s (limit: 60 s + 0.1 s per frame and "
+                     f"stream): the pipeline did not finish; events: {res.events[-3:]}")
     fps = []
     for sid in sids:
         d = work_dir / sid
@@ -153,6 +167,13 @@ def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path)
             out.ok, out.error = False, f"{lj}: the sink wrote no latency.json"
     out.throughput_fps = sum(fps) if fps else None
     return out
+
+
+def run_limit_s(scn: Scenario, case: Case) -> float:
+    """Wall-clock limit of one pipeline run (s): 60 s + 0.1 s per frame and stream, and at
+    least twice the paced duration."""
+    paced = 2.0 * scn.frames / 30.0 if case.pacing == "realtime" else 0.0
+    return max(60.0 + 0.1 * scn.frames * case.streams, paced + 60.0)
 
 
 # ---- plain loop -----------------------------------------------------------------------------
