@@ -340,8 +340,9 @@ class Supervisor:
                     elif t == "hb" and name == sink and self.on_progress:
                         self.on_progress(msg.get("processed", 0))
                     elif t == "done":
-                        w.done = True
                         w.stats = msg.get("stats", {})
+                        # a non-zero exit is handled below (restart or fail), not as "done"
+                        w.done = msg.get("code", 0) == 0
                         if w.spec.key is None and msg.get("error"):
                             events.append(f"{name}: {msg['error']}")
                             error = error or msg["error"]
@@ -367,7 +368,7 @@ class Supervisor:
                     stopping_since = time.monotonic()
                     for c in captures:
                         self._tell(ctl, c, "stop")
-                if workers[sink].done:
+                if workers[sink].done or all(w.done for w in workers.values()):
                     break
                 # supervision: dead or hung stages
                 for name, w in workers.items():
