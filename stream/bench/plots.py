@@ -122,6 +122,9 @@ def vs_streams(records: list[dict[str, Any]], path: Path) -> Path | None:
         ax.plot(n, [r["e2e_ms"]["p99"] for r in rs], marker="s", ls="--",
                 color=line.get_color(), label=f"{name} p99")
         ax2.plot(n, [r["throughput_fps"] or 0 for r in rs], marker="o", label=name)
+    ticks = sorted({r["streams"] for r in recs})
+    for a in (ax, ax2):
+        a.set_xticks(ticks)
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("end-to-end latency (ms)")
     ax.grid(True, alpha=0.3)
