@@ -199,6 +199,7 @@ class StageRunner(_Base):
         self.tell("ready")
         last_seq: dict[str, int] = {}
         eos_seen: set[str] = set()
+        self._per_stream: dict[str, object] = {}
         consecutive = 0
         code = 0
         try:
@@ -240,7 +241,8 @@ class StageRunner(_Base):
                         if (h.status == "failed" or "image" not in p.arrays) and not all_frames:
                             self.send(p)  # accounted upstream; nothing to process
                             continue
-                        consecutive = self._process(stage, p, consecutive)
+                        consecutive = self._process(self._for_stream(stage, h.stream_id), p,
+                                                    consecutive)
                         if consecutive > self.spec.max_consecutive_errors:
                             msg = (f"stage {self.spec.name!r}: {consecutive} consecutive errors "
                                    f"(limit {self.spec.max_consecutive_errors}); exiting")
@@ -255,11 +257,11 @@ class StageRunner(_Base):
                         self.stats["eos"] += 1
                         log.info("%s: end of stream %s (last seq %d, %s)", self.spec.name,
                                  h.stream_id, h.last_seq, h.reason)
-                        for extra in stage.flush(p) or []:
+                        for extra in self._for_stream(stage, h.stream_id).flush(p) or []:
                             self.send(extra)
                         self.send(p)
                     elif h.__struct_config__.tag in accepts:
-                        out = stage.process(p)
+                        out = self._for_stream(stage, h.stream_id).process(p)
                         for q in _as_list(out):
                             self.send(q)
                     else:
@@ -267,6 +269,9 @@ class StageRunner(_Base):
         finally:
             self.tell("done", stats=self.stats, code=code)
             try:
+                for extra_stage in self._per_stream.values():
+                    if extra_stage is not stage:
+                        extra_stage.close()
                 stage.close()
             finally:
                 inp.close(linger=transport.LINGER_MS)
@@ -274,6 +279,24 @@ class StageRunner(_Base):
                     auth.stop()
                 self.close_sockets()
         return code
+
+    def _for_stream(self, stage, stream_id: str):
+        """The stage instance for ``stream_id``: the one instance, or, for stages that keep
+        per-stream state (``per_stream = True``), one instance per stream, created and opened
+        on the stream's first packet (the first stream gets the instance opened at start)."""
+        if not getattr(stage, "per_stream", False):
+            return stage
+        inst = self._per_stream.get(stream_id)
+        if inst is None:
+            from sonoflow.stream import stage as stage_registry
+
+            if not self._per_stream:
+                inst = stage
+            else:
+                inst = stage_registry.create(self.spec.key, self.spec.config)
+                inst.open()
+            self._per_stream[stream_id] = inst
+        return inst
 
     def _supersede(self, packets: list[m.Packet]) -> list[m.Packet]:
         """Latest policy: keep the newest image-carrying frame per stream; the rest become

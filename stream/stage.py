@@ -32,6 +32,9 @@ class Stage:
     accepts: ClassVar[tuple[str, ...]] = ("frame",)
     #: also pass failed and header-only (dropped) frames to ``process`` (sinks, accounting)
     wants_all_frames: ClassVar[bool] = False
+    #: the stage keeps state for one stream only: the runner gives each stream its own
+    #: instance (several streams fanned into one pipeline must not share frame history)
+    per_stream: ClassVar[bool] = False
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})

@@ -208,3 +208,29 @@ def test_pipeline_file_errors_are_clear(tmp_path):
     f.write_text("[[stage]]\nname = 1\n")
     with pytest.raises(ConfigError, match="no `key`"):
         load_pipeline(str(f))
+
+
+def test_stateful_stages_get_one_instance_per_stream(tmp_path):
+    """Two simulated streams fanned into preprocess -> quality: neither stream's frames may be
+    compared with the other's (shared state flagged cross-stream 'gain jumps' and 'freezes')."""
+    pipe = load_pipeline("relay")
+    pipe.stages[:0] = [StageDecl("preprocess", "preprocess", {}),
+                       StageDecl("quality", "quality", {})]
+    pipe = prepare(pipe, tmp_path, {"sink": {"video": False, "per_stream_dirs": True}})
+    specs = [f"sim:seed={s},frames=16,width=320,height=240,events=0,ui=0" for s in (11, 12)]
+    alone = tmp_path / "alone"
+    solo = prepare(load_pipeline(str(_write_pipe(tmp_path))), alone,
+                   {"sink": {"video": False, "per_stream_dirs": True}})
+    assert Supervisor(solo, specs[:1], stream_ids=["a"]).run().ok
+    res = Supervisor(pipe, specs, stream_ids=["a", "b"]).run()
+    assert res.ok, res.error
+    together = [r["quality"] for r in _records(tmp_path / "a")]
+    single = [r["quality"] for r in _records(alone / "a")]
+    assert together == single
+
+
+def _write_pipe(tmp_path: Path) -> Path:
+    f = tmp_path / "pq.toml"
+    f.write_text('[[stage]]\nkey = "preprocess"\n[[stage]]\nkey = "quality"\n'
+                 '[[stage]]\nkey = "sink"\n')
+    return f

@@ -44,6 +44,8 @@ class PreprocessStage(Stage):
     ``model_input``.
     """
 
+    per_stream = True  # frame history (sector, freeze, motion) is per stream
+
     key: ClassVar[str] = "preprocess"
     defaults: ClassVar[dict[str, Any]] = {
         "work_px": 320,

@@ -32,6 +32,8 @@ class QualityStage(Stage):
     :class:`~sonoflow.stream.imaging.quality_metrics.QualityParams` by its field name.
     """
 
+    per_stream = True  # frame history (sector, freeze, motion) is per stream
+
     key: ClassVar[str] = "quality"
     defaults: ClassVar[dict[str, Any]] = {
         "policy": "threshold",
