@@ -23,8 +23,10 @@ test: install
 	$(BIN)/ruff check stream models training tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
+# All latency scenarios (about 45 min on 2 cores). Optional peer first:
+#   bash benchmarks/peers/holoscan/setup.sh
 bench: install
-	$(BIN)/sonoflow bench --out benchmarks/results/bench.jsonl
+	$(BIN)/sonoflow bench --out benchmarks/results/bench/all.jsonl
 
 # Rebuild the shipped frame-network weights (simulate, train time-boxed, export fp32/int8/
 # pruned). The lesion classifier: `sonoflow train lesion-classifier --config
