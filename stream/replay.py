@@ -158,9 +158,11 @@ def replay_many(specs: list[str], root: Path, workers: int = 1, **kwargs) -> lis
     results: list[ReplayResult] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
         futs = [ex.submit(replay_source, s, d, **kwargs) for s, d in jobs]
-        for f in tqdm(futs, desc="sources", unit="source"):
+        for (spec, out_dir), f in tqdm(list(zip(jobs, futs, strict=True)), desc="sources",
+                                       unit="source"):
             try:
                 results.append(f.result())
             except SonoflowError as e:
-                results.append(ReplayResult(source="?", out_dir=root, ok=False, error=str(e)))
+                results.append(ReplayResult(source=spec, out_dir=out_dir, ok=False,
+                                            error=str(e)))
     return results
