@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _ctl_enc = msgspec.msgpack.Encoder()
 _ctl_dec = msgspec.msgpack.Decoder()
+DONE_GRACE_S = 2.0  # after the sink is done, how long to wait for the other stages' stats
 
 
 @dataclass
@@ -320,6 +321,7 @@ class Supervisor:
         error: str | None = None
         started = False
         stopping_since: float | None = None
+        sink_done_at: float | None = None
         try:
             while True:
                 now = time.monotonic()
@@ -368,8 +370,14 @@ class Supervisor:
                     stopping_since = time.monotonic()
                     for c in captures:
                         self._tell(ctl, c, "stop")
-                if workers[sink].done or all(w.done for w in workers.values()):
+                if all(w.done for w in workers.values()):
                     break
+                if workers[sink].done:
+                    # the sink has every frame; the other stages' `done` (with their stats) can
+                    # arrive just after it on the control socket: give them a moment
+                    sink_done_at = sink_done_at or time.monotonic()
+                    if time.monotonic() - sink_done_at > DONE_GRACE_S:
+                        break
                 # supervision: dead or hung stages
                 for name, w in workers.items():
                     if w.done:
@@ -418,6 +426,7 @@ class Supervisor:
             deadline = time.monotonic() + 1.5
             for w in workers.values():
                 w.join(max(0.0, deadline - time.monotonic()))
+            _collect_late_stats(ctl, workers)
             for w in workers.values():
                 if w.alive():
                     w.kill()
@@ -443,6 +452,16 @@ class Supervisor:
     def _broadcast(self, ctl: zmq.Socket, workers: dict[str, _Worker], kind: str) -> None:
         for name in workers:
             self._tell(ctl, name, kind)
+
+
+def _collect_late_stats(ctl: zmq.Socket, workers: dict[str, _Worker]) -> None:
+    """Read `done` messages still queued on the control socket, so no stage's stats are lost."""
+    while ctl.poll(0, zmq.POLLIN):
+        ident, raw = ctl.recv_multipart()
+        w = workers.get(ident.decode())
+        msg = _ctl_dec.decode(raw)
+        if w is not None and msg.get("t") == "done" and not w.stats:
+            w.stats = msg.get("stats", {})
 
 
 def _term_soon(ctx: zmq.Context) -> None:
