@@ -35,6 +35,7 @@ from sonoflow.models.postprocess import decode_detections
 from sonoflow.models.preprocess import normalise
 from sonoflow.training import metrics as M
 from sonoflow.training.data.sim_frames import QUALITY_LABELS, SimFrameSpec, build_cache
+from sonoflow.training.data.visibility import cache_visibility
 from sonoflow.training.train import FitSpec, config_hash, fit, seed_everything
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,9 @@ def load_split(cfg: dict[str, Any], split: str, workers: int = 2) -> dict[str, n
     lo, hi = cfg["data"][f"{split}_seeds"]
     spec = sim_spec(cfg, split)
     path = Path(cfg["data"]["cache_dir"]) / split
-    return build_cache(path, list(range(int(lo), int(hi))), spec, workers=workers)
+    data = build_cache(path, list(range(int(lo), int(hi))), spec, workers=workers)
+    data["visible"] = cache_visibility(data)
+    return data
 
 
 def good_frames(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -155,7 +158,10 @@ class FrameBatches:
         self.data, self.indices = data, np.asarray(indices)
         self.batch_size, self.norm, self.augment, self.seed = batch_size, norm, augment, seed
         b = data["boxes"]
-        self.boxes_of = {int(i): b[b[:, 0] == i, 1:5] for i in np.unique(b[:, 0])}
+        vis = data["visible"] if "visible" in data else cache_visibility(data)
+        self.boxes_of = {int(i): b[(b[:, 0] == i) & vis, 1:5] for i in np.unique(b[:, 0])}
+        # lesions nobody could see in that frame: neither positives nor negatives
+        self.ignored_of = {int(i): b[(b[:, 0] == i) & ~vis, 1:5] for i in np.unique(b[:, 0])}
 
     def __len__(self) -> int:
         return len(self.indices) // self.batch_size
@@ -178,17 +184,21 @@ class FrameBatches:
         liver = d["liver"][idx].astype(np.float32)
         S = imgs.shape[-1]
         boxes = [self.boxes_of.get(int(i), np.zeros((0, 4), np.float32)).copy() for i in idx]
+        keep = np.stack([ignore_weight(self.ignored_of.get(int(i), np.zeros((0, 4))), S)
+                         for i in idx])
         if self.augment and rng is not None:
             for j in range(len(idx)):
                 if rng.random() < 0.5:
                     imgs[j], lesion[j], liver[j] = imgs[j, :, ::-1], lesion[j, :, ::-1], liver[j, :, ::-1]
+                    keep[j] = keep[j, :, ::-1]
                     b = boxes[j]
                     b[:, [0, 2]] = S - b[:, [2, 0]]
                 gamma, gain = rng.uniform(0.75, 1.35), rng.uniform(0.8, 1.25)
                 imgs[j] = np.clip(imgs[j] ** gamma * gain, 0.0, 1.0)
         grade_weight = 1.0
         if self.augment and rng is not None and self.crop and rng.random() < self.crop_fraction:
-            imgs, lesion, liver, boxes = self._windows(imgs, lesion, liver, boxes, rng)
+            imgs, lesion, liver, boxes, keep = self._windows(imgs, lesion, liver, boxes, keep,
+                                                             rng)
             grade_weight = 0.0
         size = imgs.shape[-1]
         x = (imgs - self.norm["mean"]) / self.norm["std"]
@@ -197,15 +207,18 @@ class FrameBatches:
         out["image"] = torch.from_numpy(np.ascontiguousarray(x[:, None]))
         out["lesion_mask"] = torch.from_numpy(np.ascontiguousarray(lesion[:, None]))
         out["liver_mask"] = torch.from_numpy(np.ascontiguousarray(liver[:, None]))
+        # loss weights: 0 around ignored lesions (min-pooled onto each output grid)
+        out["heatmap_weight"] = torch.from_numpy(_min_pool(keep, STRIDE)[:, None])
+        out["mask_weight"] = torch.from_numpy(_min_pool(keep, 2)[:, None])
         out["steatosis"] = torch.from_numpy(d["steatosis"][idx].astype(np.int64))
         out["fibrosis"] = torch.from_numpy(d["fibrosis"][idx].astype(np.int64))
         out["grade_weight"] = torch.tensor(grade_weight)
         return out
 
-    def _windows(self, imgs, lesion, liver, boxes, rng):
+    def _windows(self, imgs, lesion, liver, boxes, keep, rng):
         """Cut one ``crop`` x ``crop`` window per frame (origin on the stride-4 grid)."""
         c, S = self.crop, imgs.shape[-1]
-        wi, wl, wv, wb = [], [], [], []
+        wi, wl, wv, wb, wk = [], [], [], [], []
         for j in range(len(imgs)):
             b = boxes[j]
             if len(b) and rng.random() < 0.8:
@@ -218,23 +231,46 @@ class FrameBatches:
             x0 = int(np.clip(round(x0 / 4) * 4, 0, S - c))
             y0 = int(np.clip(round(y0 / 4) * 4, 0, S - c))
             wi.append(imgs[j, y0:y0 + c, x0:x0 + c])
+            wk.append(keep[j, y0:y0 + c, x0:x0 + c])
             wl.append(lesion[j, y0 // 2:(y0 + c) // 2, x0 // 2:(x0 + c) // 2])
             wv.append(liver[j, y0 // 2:(y0 + c) // 2, x0 // 2:(x0 + c) // 2])
             nb = b - np.array([x0, y0, x0, y0], np.float32)
             ccx, ccy = (nb[:, 0] + nb[:, 2]) / 2, (nb[:, 1] + nb[:, 3]) / 2
             inside = (ccx >= 0) & (ccx < c) & (ccy >= 0) & (ccy < c)
             wb.append(np.clip(nb[inside], 0, c))
-        return np.stack(wi), np.stack(wl), np.stack(wv), wb
+        return np.stack(wi), np.stack(wl), np.stack(wv), wb, np.stack(wk)
+
+
+def ignore_weight(ignored_px: np.ndarray, size: int, margin: float = 0.25) -> np.ndarray:
+    """(size, size) float32 loss weight: 0 inside each ignored box (grown by ``margin`` of
+    its side on every edge, so the heatmap's Gaussian skirt is ignored too), 1 elsewhere."""
+    w = np.ones((size, size), np.float32)
+    for x0, y0, x1, y1 in np.asarray(ignored_px, np.float32).reshape(-1, 4):
+        mx, my = margin * (x1 - x0) + 2, margin * (y1 - y0) + 2
+        xa, ya = int(max(0, np.floor(x0 - mx))), int(max(0, np.floor(y0 - my)))
+        xb, yb = int(min(size, np.ceil(x1 + mx))), int(min(size, np.ceil(y1 + my)))
+        w[ya:yb, xa:xb] = 0.0
+    return w
+
+
+def _min_pool(w: np.ndarray, k: int) -> np.ndarray:
+    """(N, S, S) -> (N, S/k, S/k) block minimum (a cell is ignored if any pixel of it is)."""
+    n, s, _ = w.shape
+    return np.ascontiguousarray(w.reshape(n, s // k, k, s // k, k).min(axis=(2, 4)))
 
 
 # ----------------------------------------------------------------------------- losses ----
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of peaks."""
+def focal_loss(logits: torch.Tensor, target: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of peaks;
+    cells with ``weight`` 0 (ignored lesions) do not count."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1).float()
     neg = 1.0 - pos
+    if weight is not None:
+        pos, neg = pos * weight, neg * weight
     pos_loss = torch.log(p) * (1 - p) ** 2 * pos
     neg_loss = torch.log(1 - p) * p ** 2 * (1 - target) ** 4 * neg
     n = pos.sum().clamp(min=1.0)
@@ -248,9 +284,13 @@ def gather(feat: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
     return f.gather(1, ind[..., None].expand(-1, -1, c))
 
 
-def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice over the batch (pooled), on sigmoid probabilities."""
+def soft_dice(logits: torch.Tensor, target: torch.Tensor,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - soft Dice over the batch (pooled), on sigmoid probabilities (``weight`` 0 pixels
+    left out)."""
     p = torch.sigmoid(logits)
+    if weight is not None:
+        p, target = p * weight, target * weight
     inter = (p * target).sum()
     return 1.0 - (2 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
 
@@ -262,14 +302,15 @@ def frame_loss(model: FrameNet, batch: dict[str, torch.Tensor], weights: dict[st
     m = batch["mask"][..., None]
     nobj = m.sum().clamp(min=1.0)
     parts = {
-        "heatmap": focal_loss(raw["heatmap"], batch["heatmap"]),
+        "heatmap": focal_loss(raw["heatmap"], batch["heatmap"], batch.get("heatmap_weight")),
         "size": (torch.abs(gather(raw["size"], batch["ind"]) - batch["size"]) * m).sum() / nobj,
         "offset": (torch.abs(torch.sigmoid(gather(raw["offset"], batch["ind"]))
                              - batch["offset"]) * m).sum() / nobj,
         "lesion_mask": F.binary_cross_entropy_with_logits(raw["lesion_mask"],
                                                           batch["lesion_mask"],
+                                                          weight=batch.get("mask_weight"),
                                                           pos_weight=torch.tensor(4.0))
-        + soft_dice(raw["lesion_mask"], batch["lesion_mask"]),
+        + soft_dice(raw["lesion_mask"], batch["lesion_mask"], batch.get("mask_weight")),
         "liver_mask": F.binary_cross_entropy_with_logits(raw["liver_mask"], batch["liver_mask"])
         + soft_dice(raw["liver_mask"], batch["liver_mask"]),
         "steatosis": F.cross_entropy(raw["steatosis"], batch["steatosis"])
@@ -329,16 +370,26 @@ def evaluate(outs: dict[str, np.ndarray], data: dict[str, np.ndarray], indices: 
         ``fibrosis_accuracy``, ``steatosis_confusion``.
     """
     b = data["boxes"]
-    frames = []
+    vis = data["visible"] if "visible" in data else cache_visibility(data)
+    frames, frames_all = [], []
     grid = outs["heatmap"].shape[-1]
-    stride = data["image"].shape[-1] / grid
+    S = data["image"].shape[-1]
+    stride = S / grid
+    M_grid = outs["lesion_mask"].shape[-1]
+    keep = np.ones((len(indices), M_grid, M_grid), np.float32)
     for j, i in enumerate(indices):
         det = decode_detections(outs["heatmap"][j, 0], outs["size"][j], outs["offset"][j],
                                 stride, decode_floor, 20)
-        gt = b[b[:, 0] == i]
-        frames.append(M.FrameDetections(det.xyxy_px, det.confidence, gt[:, 1:5], gt[:, 5]))
-    les_p = outs["lesion_mask"][:, 0] > 0.5
-    les_t = data["lesion"][indices] > 0
+        rows = b[:, 0] == i
+        gt, gv, gi = b[rows], b[rows & vis], b[rows & ~vis]
+        frames_all.append(M.FrameDetections(det.xyxy_px, det.confidence, gt[:, 1:5], gt[:, 5]))
+        px, ps = drop_on_ignored(det.xyxy_px, det.confidence, gv[:, 1:5], gi[:, 1:5], iou)
+        frames.append(M.FrameDetections(px, ps, gv[:, 1:5], gv[:, 5]))
+        if len(gi):
+            keep[j] = _min_pool(ignore_weight(gi[:, 1:5], S)[None], S // M_grid)[0]
+    les_p_all = outs["lesion_mask"][:, 0] > 0.5
+    les_t_all = data["lesion"][indices] > 0
+    les_p, les_t = les_p_all & (keep > 0), les_t_all & (keep > 0)
     liv_p = outs["liver_mask"][:, 0] > 0.5
     liv_t = data["liver"][indices] > 0
     has = les_t.reshape(len(indices), -1).any(1)
@@ -356,19 +407,50 @@ def evaluate(outs: dict[str, np.ndarray], data: dict[str, np.ndarray], indices: 
                                             size_bins_mm=SIZE_BINS_MM),
         "lesion_dice_pooled": 2 * inter / max(float(les_p.sum() + les_t.sum()), 1.0),
         "lesion_dice_mean": float(np.mean(per_frame)) if per_frame else float("nan"),
+        "lesion_dice_pooled_all": 2 * float(np.logical_and(les_p_all, les_t_all).sum())
+        / max(float(les_p_all.sum() + les_t_all.sum()), 1.0),
+        "n_ignored_lesion_instances": int(sum(len(f.gt_xyxy) for f in frames_all)
+                                          - sum(len(f.gt_xyxy) for f in frames)),
         "liver_dice_pooled": 2 * float(np.logical_and(liv_p, liv_t).sum())
         / max(float(liv_p.sum() + liv_t.sum()), 1.0),
         "steatosis_accuracy": M.accuracy(st_true, st_pred),
         "fibrosis_accuracy": M.accuracy(fb_true, outs["fibrosis"].argmax(1)),
         "steatosis_confusion": M.confusion_matrix(st_true, st_pred, 4).tolist(),
     }
+    op = res["recall_at_fp"]["score_threshold"]
+    res["all_lesions"] = {
+        "note": "every labelled lesion, the ones nobody could see included; detections on "
+                "them count as true positives and FP/frame is counted without ignoring",
+        "score_threshold": op,
+        "fp_per_frame": M.false_positives_per_frame(frames_all, op, iou),
+        "recall": M.recall_by_size(frames_all, op, iou, SIZE_BINS_MM),
+    }
     if threshold is not None:
         res["at_threshold"] = {
             "score_threshold": threshold,
             "fp_per_frame": M.false_positives_per_frame(frames, threshold, iou),
             "recall": M.recall_by_size(frames, threshold, iou, SIZE_BINS_MM),
+            "all_lesions_recall": M.recall_by_size(frames_all, threshold, iou, SIZE_BINS_MM),
         }
     return res
+
+
+def drop_on_ignored(pred_xyxy: np.ndarray, scores: np.ndarray, visible_xyxy: np.ndarray,
+                    ignored_xyxy: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Remove detections that sit on an ignored (invisible) lesion, i.e. whose centre lies in
+    its box grown by a quarter, unless they match a visible lesion at ``iou``."""
+    pred = np.asarray(pred_xyxy, np.float32).reshape(-1, 4)
+    s = np.asarray(scores, np.float32).reshape(-1)
+    if not len(pred) or not len(ignored_xyxy):
+        return pred, s
+    cx, cy = (pred[:, 0] + pred[:, 2]) / 2, (pred[:, 1] + pred[:, 3]) / 2
+    g = np.asarray(ignored_xyxy, np.float32).reshape(-1, 4)
+    mx, my = 0.25 * (g[:, 2] - g[:, 0]) + 2, 0.25 * (g[:, 3] - g[:, 1]) + 2
+    on = ((cx[:, None] >= g[None, :, 0] - mx) & (cx[:, None] <= g[None, :, 2] + mx)
+          & (cy[:, None] >= g[None, :, 1] - my) & (cy[:, None] <= g[None, :, 3] + my)).any(1)
+    if len(visible_xyxy):
+        on &= M.box_iou(pred, np.asarray(visible_xyxy, np.float32).reshape(-1, 4)).max(1) < iou
+    return pred[~on], s[~on]
 
 
 # Issue 5's size bins: < 5 mm (reported, no target), 5-10 mm, >= 10 mm.
@@ -534,11 +616,18 @@ def card_metrics(rep: dict[str, Any]) -> dict[str, Any]:
     return {"split": "held-out simulator seeds (never used in training), good-quality frames",
             "n_frames": g["n_frames"], "n_lesion_instances": g["n_lesion_instances"],
             "iou_threshold": g["iou_threshold"],
+            "n_ignored_lesion_instances": g["n_ignored_lesion_instances"],
+            "ignored": "lesions with no echo around them or no contrast in that frame "
+                       "(training/data/visibility.py); all_lesions_recall counts them",
             "at_shipped_threshold": {"fp_per_frame": at["fp_per_frame"],
-                                     "recall": {k: v["recall"] for k, v in at["recall"].items()}},
+                                     "recall": {k: v["recall"] for k, v in at["recall"].items()},
+                                     "all_lesions_recall": {
+                                         k: v["recall"]
+                                         for k, v in at["all_lesions_recall"].items()}},
             "at_0.1_fp_per_frame": {k: v["recall"] for k, v in
                                     g["recall_at_fp"]["recall"].items()},
             "ap50": g["ap50"], "lesion_dice": g["lesion_dice_pooled"],
+            "lesion_dice_all_lesions": g["lesion_dice_pooled_all"],
             "liver_dice": g["liver_dice_pooled"], "steatosis_accuracy": g["steatosis_accuracy"],
             "fibrosis_accuracy": g["fibrosis_accuracy"]}
 
