@@ -21,6 +21,7 @@ after the header.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -288,7 +289,7 @@ def decode(frames: list) -> Packet:
             raise WireError(f"buffer {spec.name!r}: dtype {spec.dtype!r} not in {WIRE_DTYPES}")
         buf = raw[2 + spec.index]
         dt = np.dtype(spec.dtype)
-        n = int(np.prod(spec.shape)) if spec.shape else 1
+        n = math.prod(spec.shape) if spec.shape else 1
         if len(memoryview(buf).cast("B")) != n * dt.itemsize:
             raise WireError(f"buffer {spec.name!r}: {len(buf)} bytes, spec says "
                             f"{spec.shape} x {dt.itemsize}")
