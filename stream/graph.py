@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 _ctl_enc = msgspec.msgpack.Encoder()
 _ctl_dec = msgspec.msgpack.Decoder()
 DONE_GRACE_S = 2.0  # after the sink is done, how long to wait for the other stages' stats
+TCP_MIN_HWM = 2  # see Supervisor._build_specs
 
 
 @dataclass
@@ -275,12 +276,20 @@ class Supervisor:
         ctl = self.plan.endpoint("control")
         stages = self.pipeline.stages
         specs = []
+        hwm = self.pipeline.hwm
+        if self.mode == "tcp" and hwm < TCP_MIN_HWM:
+            # libzmq 4.3.5, CURVE over tcp, RCVHWM 1: a stage's PULL socket polls readable and
+            # then blocks in recv for good (reproduced: 3 pass-through hops, 300 frames of
+            # 480x640; ipc and inproc are fine at 1, tcp is fine at 2)
+            log.warning("tcp edges need hwm >= %d (libzmq stalls at %d); using %d",
+                        TCP_MIN_HWM, hwm, TCP_MIN_HWM)
+            hwm = TCP_MIN_HWM
         first_in = self.plan.endpoint(f"in-{stages[0].name}")
         first_policy = self.policy or stages[0].policy or self.pipeline.policy
         for sid, src in zip(self.stream_ids, self.sources, strict=True):
             specs.append(RunnerSpec(
                 name=f"capture-{sid}", key=None, output_endpoint=first_in,
-                output_policy=first_policy, control_endpoint=ctl, hwm=self.pipeline.hwm,
+                output_policy=first_policy, control_endpoint=ctl, hwm=hwm,
                 curve=curve, source=src, stream_id=sid, pacing=self.pacing,
                 source_options=self.source_options, max_frames=self.max_frames,
                 tap_endpoint=self.plan.endpoint(f"tap-capture-{sid}") if self.taps else None))
@@ -293,7 +302,7 @@ class Supervisor:
                 input_endpoint=self.plan.endpoint(f"in-{s.name}"), input_policy=pol_in,
                 output_endpoint=self.plan.endpoint(f"in-{nxt.name}") if nxt else None,
                 output_policy=pol_out, control_endpoint=ctl, expected_eos=len(self.sources),
-                hwm=self.pipeline.hwm, curve=curve,
+                hwm=hwm, curve=curve,
                 tap_endpoint=self.plan.endpoint(f"tap-{s.name}") if self.taps and nxt else None))
         return specs
 

@@ -234,3 +234,16 @@ def _write_pipe(tmp_path: Path) -> Path:
     f.write_text('[[stage]]\nkey = "preprocess"\n[[stage]]\nkey = "quality"\n'
                  '[[stage]]\nkey = "sink"\n')
     return f
+
+
+def test_tcp_with_hwm_1_does_not_hang(tmp_path):
+    """libzmq stalls a CURVE tcp PULL socket at RCVHWM 1; the supervisor raises tcp edges to 2."""
+    pipe = _pipe(tmp_path, ("hop1", "passthrough", {}), ("hop2", "passthrough", {}),
+                 ("hop3", "passthrough", {}))
+    pipe.hwm = 1
+    res = Supervisor(pipe, ["pattern:frames=300,width=640,height=480"], mode="tcp",
+                     watchdog_s=8.0, max_restarts=0).run()
+    assert res.ok, (res.error, res.events)
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(300))
+    assert all(r["status"] == "analysed" for r in recs)
