@@ -10,7 +10,9 @@ frame is sent before every stage is up), ``stop``.
 Edge policies (the consumer's input socket decides):
   * ``block``  - lossless: PUSH/PULL with bounded HWMs; a full queue blocks the producer
     (backpressure up to the source). The producer stays responsive to ``stop`` while blocked.
-  * ``latest`` - the consumer drains its socket and processes only the newest frame per stream;
+  * ``latest`` - the consumer drains its socket and processes only the newest frame per stream
+    (its receive queue is deep, ``LATEST_DEPTH`` x hwm, and the producer's send queue shallow,
+    so the frames waiting are where the drain sees them);
     every superseded frame is forwarded as a header-only packet with ``status="dropped"`` so it
     is counted and accounted for downstream (ZMQ_CONFLATE truncates multipart messages, so it is
     not used).
@@ -33,6 +35,9 @@ from sonoflow.stream.errors import SonoflowError, SourceError, WireError
 log = logging.getLogger(__name__)
 
 POLICIES = ("block", "latest")
+# A `latest` consumer's receive queue holds this many times hwm frames: deep enough that a
+# producer never blocks on a busy consumer, drained whole before each frame is processed.
+LATEST_DEPTH = 8
 
 
 @dataclass
@@ -114,7 +119,10 @@ class _Base:
     # -- output ----------------------------------------------------------------------------
     def _open_output(self) -> None:
         if self.spec.output_endpoint:
-            hwm = self.spec.hwm * (8 if self.spec.output_policy == "latest" else 1)
+            # shallow on the sending side, always: on a `latest` edge the depth lives in the
+            # consumer's receive queue, which its drain empties, so the newest frame is never
+            # stuck behind stale ones in a queue the consumer cannot see
+            hwm = self.spec.hwm
             self.out = transport.configure(self.ctx.socket(zmq.PUSH), sndhwm=hwm, rcvhwm=hwm)
             transport.secure_client(self.out, self.keys)
             self.out.connect(self.spec.output_endpoint)
@@ -190,8 +198,9 @@ class StageRunner(_Base):
         accepts = getattr(stage, "accepts", ("frame",))
         # sinks see every frame record, including failed and header-only dropped ones
         all_frames = bool(getattr(stage, "wants_all_frames", False))
+        depth = self.spec.hwm * (LATEST_DEPTH if self.spec.input_policy == "latest" else 1)
         inp = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=self.spec.hwm,
-                                  rcvhwm=self.spec.hwm)
+                                  rcvhwm=depth)
         transport.secure_server(inp, self.keys)
         auth = transport.start_authenticator(self.ctx, self.keys) if self.keys else None
         transport.bind(inp, self.spec.input_endpoint)

@@ -47,15 +47,18 @@ def test_block_policy_is_lossless_and_ordered_under_a_slow_consumer(tmp_path, mo
     assert lat["e2e_ms"]["count"] == 60
 
 
-def test_latest_policy_bounds_frame_age_and_counts_every_drop(tmp_path):
-    # 100 fps source into a 25 ms stage: most frames must be skipped, none unaccounted for.
+@pytest.mark.parametrize("mode", ["threads", "processes", "tcp"])
+def test_latest_policy_bounds_frame_age_and_counts_every_drop(tmp_path, mode):
+    # 100 fps source into a 25 ms stage: most frames must be skipped, none unaccounted for,
+    # and the frames that are analysed are fresh on every transport (a deep queue on the
+    # sending side once fed the slow stage frames that had waited there)
     pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 25}))
-    sup = Supervisor(pipe, ["pattern:frames=120,fps=100,width=320,height=240"],
-                     policy="latest", pacing="realtime")
+    sup = Supervisor(pipe, ["pattern:frames=300,fps=100,width=640,height=480"],
+                     policy="latest", pacing="realtime", mode=mode)
     res = sup.run()
     assert res.ok, res.error
     recs = _records(tmp_path)
-    assert [r["seq"] for r in recs] == list(range(120)), "every frame accounted for, in order"
+    assert [r["seq"] for r in recs] == list(range(300)), "every frame accounted for, in order"
     dropped = [r for r in recs if r["status"] == "dropped"]
     analysed = [r for r in recs if r["status"] == "analysed"]
     assert len(dropped) > 40 and len(analysed) > 10
