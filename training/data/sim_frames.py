@@ -216,7 +216,12 @@ def build_cache(path: str | Path, seeds: Sequence[int], spec: SimFrameSpec,
                 for part in pool.map(frames_of_case, chunk, [spec] * len(chunk)):
                     parts.append(part)
                     bar.update(1)
-                np.savez_compressed(path / f"part-{chunk[0]}-{chunk[-1]}.npz", **concat(parts))
+                # write then rename: a run killed mid-write leaves no truncated shard behind
+                final = path / f"part-{chunk[0]}-{chunk[-1]}.npz"
+                tmp = final.with_suffix(".npz.tmp")
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, **concat(parts))
+                tmp.replace(final)
             bar.close()
     shards = []
     for c in chunks:
