@@ -98,3 +98,29 @@ def cache_visibility(data: dict[str, np.ndarray]) -> np.ndarray:
         rows = np.nonzero(b[:, 0] == i)[0]
         out[rows] = lesion_visibility(data["image"][i], data["lesion"][i], b[rows, 1:5])[0]
     return out
+
+
+def frame_visibility(frame, input_size: int = 256) -> dict[int, bool]:
+    """``{lesion_id: visible}`` for the lesions of one simulated frame, judged on the network's
+    view of it (the true sector letterboxed to ``input_size``, as the training cache does), so
+    the frame-level metrics and the lesion-level evaluation use one rule.
+
+    Args:
+        frame: a :class:`sonoflow.stream.sim.SimFrame` (``image``, ``sector_mask``,
+            ``lesion_ids``, ``truth["lesions"]`` with ``lesion_id`` and ``xyxy_px``).
+        input_size: the letterbox side.
+    """
+    from sonoflow.models.preprocess import letterbox
+    from sonoflow.training.data.sim_frames import _label_letterbox
+
+    lesions = frame.truth.get("lesions", [])
+    if not lesions:
+        return {}
+    ys, xs = np.nonzero(frame.sector_mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    img, lb = letterbox(frame.image, box, (input_size, input_size), valid_mask=frame.sector_mask)
+    ids = _label_letterbox(frame.lesion_ids, box, lb, input_size // 2)
+    boxes = np.concatenate([lb.to_input_xyxy(np.asarray(les["xyxy_px"], np.float32))
+                            for les in lesions]).reshape(-1, 4)
+    vis, _ = lesion_visibility(img if img.ndim == 2 else img[..., 0], ids, boxes)
+    return {int(les["lesion_id"]): bool(v) for les, v in zip(lesions, vis, strict=True)}
