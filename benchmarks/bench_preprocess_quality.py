@@ -114,16 +114,19 @@ def bench_sim(seeds: list[int], n_frames: int) -> dict:
     cover_min, ui_left, ruler_err = 1.0, 0, []
     exact = {"frozen": [0, 0, 0], "black": [0, 0, 0]}  # hit, miss, false alarm
     false_flags: Counter = Counter()
+    per_seed: dict[int, dict] = {}
     for k, seed in enumerate(seeds):
         case, clip = sim_frames(seed, n_frames, EVENT_SETS[k % len(EVENT_SETS)])
         pre, q = create("preprocess"), create("quality", {"policy": "all"})
+        seed_cover, seed_ui = 1.0, 0
         for f in clip:
             pk = q.process(pre.process(packet(f.image.copy(), f.frame_index)))
             label, qr = f.truth["quality_label"], pk.header.quality
             if label != "black":
                 m = pk.arrays["sector_mask"] > 0
-                cover_min = min(cover_min, float((m & f.sector_mask).sum() / f.sector_mask.sum()))
-            ui_left += int(np.count_nonzero(pk.arrays["image"][f.ui_text_mask]))
+                seed_cover = min(seed_cover,
+                                 float((m & f.sector_mask).sum() / f.sector_mask.sum()))
+            seed_ui += int(np.count_nonzero(pk.arrays["image"][f.ui_text_mask]))
             if label == "good":
                 good.append(1.0 - qr.score)
                 false_flags.update(qr.flags)
@@ -139,11 +142,15 @@ def bench_sim(seeds: list[int], n_frames: int) -> dict:
                     exact[name][1] += 1
                 elif hit and label == "good":
                     exact[name][2] += 1
+        cover_min = min(cover_min, seed_cover)
+        ui_left += seed_ui
+        per_seed[seed] = {"coverage_min": seed_cover, "ui_pixels_left": seed_ui,
+                          "view": case.view, "events": list(EVENT_SETS[k % len(EVENT_SETS)])}
         pr = pk.header.preprocess
         true_mm = case.mm_per_px(480, 640)[1]
         ruler_err.append(None if pr.mm_per_px is None else pr.mm_per_px[1] / true_mm - 1.0)
     return {"seeds": seeds, "frames_per_clip": n_frames, "good_frames": len(good),
-            "coverage_min": cover_min, "ui_pixels_left": ui_left,
+            "coverage_min": cover_min, "ui_pixels_left": ui_left, "per_seed": per_seed,
             "ruler_rel_error": ruler_err,
             "auc": {k: {"frames": len(v), "auc": auc(v, good)} for k, v in sorted(bad.items())},
             "flag_recall": {k: float(np.mean(v)) for k, v in sorted(recall.items())},

@@ -15,7 +15,7 @@ about 10 ms of CPU at 480x640 and runs only when the layout may have changed (se
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -40,6 +40,16 @@ class SectorParams:
         min_fit_iou: the model replaces the blob's hull only when they agree this well.
         flat_std_grey: working pixels whose 5x5 neighbourhood varies less than this (grey
             levels, standard deviation) are flat UI, not speckle.
+        edge_step_rad: angular step of the full-resolution scan-line walk that widens a
+            fan's side edges (rad).
+        edge_widen_max_rad: the walk goes at most this far past the fitted edge (rad).
+        edge_gap_rad: a run of empty scan lines this wide ends the walk (rad).
+        edge_run_px: a scan line shows signal when a run of this many consecutive signal
+            pixels (full resolution) begins in its near field, ...
+        edge_near_frac: ... within this fraction of the fan's depth below the probe arc
+            (the near field above a rib).
+        arc_search_px: the full-resolution probe-arc fit looks this far (px) above and
+            below the working-scale inner arc.
     """
 
     work_px: int = 320
@@ -52,6 +62,12 @@ class SectorParams:
     linear_slope: float = 0.06
     min_fit_iou: float = 0.85
     flat_std_grey: float = 0.75
+    edge_step_rad: float = math.radians(0.1)
+    edge_widen_max_rad: float = math.radians(12.0)
+    edge_gap_rad: float = math.radians(0.3)
+    edge_run_px: int = 5
+    edge_near_frac: float = 0.08
+    arc_search_px: int = 8
 
 
 @dataclass(frozen=True)
@@ -192,7 +208,209 @@ def detect_sector(gray: np.ndarray, params: SectorParams | None = None) -> Secto
         return None
     fitted = [m for m in found if m.fitted]
     best = max(fitted, key=lambda m: m.area_small) if fitted else max(found, key=lambda m: m.iou)
+    if best.fitted and best.kind == "convex" and best.apex is not None:
+        best = refine_convex_fan(gray, textured, best, f, bg + p.threshold_grey, p)
     return best.render((h, w), f, p.margin_px)
+
+
+def refine_convex_fan(gray: np.ndarray, textured: np.ndarray, model: _Model, f: int,
+                      level: float, p: SectorParams) -> _Model:
+    """Refine a fitted convex fan at full resolution: apex height from the probe arc, then
+    side edges widened by :func:`widen_fan_edges`.
+
+    The working-scale arcs fix the apex height only to a few full-resolution pixels (they
+    use the central part of each arc, at half resolution), and an apex a few pixels off
+    tilts edge rays measured near the probe by a degree at the far corners. The probe arc
+    spans the whole fan width even where ribs shadow the edges below it, so its
+    full-resolution points across (nearly) the full width fix the apex height and inner
+    radius; the outer radius keeps the bottom arc's measured position on the axis, and the
+    edge rays keep passing through the fitted side-line points.
+
+    Args:
+        gray: uint8 (H, W) full-resolution grey frame.
+        textured: bool (h, w) working-scale texture map.
+        model: a fitted convex fan (working-scale coordinates).
+        f: working-scale factor.
+        level: grey level above which a pixel is signal.
+        p: tuning.
+
+    Returns:
+        A new model (the input is not changed).
+    """
+    ax, ay = model.apex
+    r_in, r_out = model.radii
+    arcs = _fit_arcs_full(gray, model, f, level, p)
+    if arcs is not None and abs(arcs[0] - ay) <= 0.15 * max(r_in, 1.0):
+        ay, r_in, r_out = arcs
+        angles = model.angles
+        if model.edge_pts is not None:
+            (xl, yl), (xr, yr) = model.edge_pts
+            angles = (math.atan2(xl - ax, max(yl - ay, 1e-6)),
+                      math.atan2(xr - ax, max(yr - ay, 1e-6)))
+        if angles[0] < 0 < angles[1] and 0 < r_in < r_out:
+            model = replace(model, apex=(ax, ay), radii=(r_in, r_out), angles=angles)
+    return replace(model, angles=widen_fan_edges(gray, textured, model, f, level, p))
+
+
+def _arc_points(gray: np.ndarray, ax: float, ay: float, radius: float,
+                angles: tuple[float, float], level: float, search_px: int, top: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary points of one arc of a fan at full resolution.
+
+    Per column within 85 % of the edge ``angles``: the first (``top``) or last row, within
+    ``search_px`` of the circle of ``radius`` about ``(ax, ay)``, of a vertical run of three
+    signal pixels, moved half a pixel out to the boundary. Columns whose window leaves the
+    frame, or whose run touches the window's far side (something beyond the arc), are left
+    out.
+
+    Returns:
+        ``(x, y)`` float arrays of boundary points (full-resolution px).
+    """
+    h, w = gray.shape
+    lo, hi = angles
+    x0 = int(math.ceil(ax + radius * math.sin(0.85 * lo)))
+    x1 = int(math.floor(ax + radius * math.sin(0.85 * hi)))
+    xs = np.arange(max(x0, 0), min(x1, w - 1) + 1)
+    empty = (np.zeros(0), np.zeros(0))
+    if xs.size < 10:
+        return empty
+    yc = np.rint(ay + np.sqrt(np.maximum(radius ** 2 - (xs - ax) ** 2, 0.0))).astype(np.intp)
+    d = np.arange(-search_px, search_px + 1)
+    rows = yc[:, None] + (d if top else -d)[None, :]  # rows ordered from outside inward
+    ok = (rows.min(axis=1) >= 0) & (rows.max(axis=1) < h)
+    xs, rows = xs[ok], rows[ok]
+    if xs.size < 10:
+        return empty
+    on = gray[rows, xs[:, None]] > level
+    run3 = on[:, :-2] & on[:, 1:-1] & on[:, 2:]
+    first = np.argmax(run3, axis=1)
+    good = run3.any(axis=1) & (first > 0)
+    y = rows[good, first[good]] + (-0.5 if top else 0.5)
+    return xs[good].astype(np.float64), y.astype(np.float64)
+
+
+def _fit_arcs_full(gray: np.ndarray, model: _Model, f: int, level: float, p: SectorParams
+                   ) -> tuple[float, float, float] | None:
+    """Apex height and both radii (working px) from the two arcs at full resolution.
+
+    Points from :func:`_arc_points` on the probe arc and the bottom arc; concentric circles
+    about the fitted apex column, least squares with outlier trimming (a bright structure
+    at the bottom edge, a dark column). The bottom arc, the longer and more curved one in
+    pixels, fixes most of the apex height.
+
+    Returns:
+        ``(apex_y, r_in, r_out)`` in working pixels, or None when either arc shows fewer
+        than 20 points or the fit is poor (RMS residual above 1.5 px).
+    """
+    ax, ay = ((model.apex[0] + 0.5) * f - 0.5, (model.apex[1] + 0.5) * f - 0.5)
+    r_in, r_out = model.radii[0] * f, model.radii[1] * f
+    groups = [_arc_points(gray, ax, ay, r, model.angles, level, p.arc_search_px, top)
+              for r, top in ((r_in, True), (r_out, False))]
+    if any(g[0].size < 20 for g in groups):
+        return None
+    keep = [np.ones(g[0].size, bool) for g in groups]
+    sol = None
+    for _ in range(3):
+        a = np.zeros((sum(k.sum() for k in keep), 3))
+        b = np.zeros(a.shape[0])
+        row = 0
+        for gi, ((x, y), k) in enumerate(zip(groups, keep, strict=True)):
+            n = int(k.sum())
+            a[row:row + n, 0] = 2.0 * y[k]
+            a[row:row + n, 1 + gi] = 1.0
+            b[row:row + n] = (x[k] - ax) ** 2 + y[k] ** 2
+            row += n
+        sol = np.linalg.lstsq(a, b, rcond=None)[0]
+        for gi, (x, y) in enumerate(groups):
+            rr = math.sqrt(max(sol[1 + gi] + sol[0] ** 2, 0.0))
+            resid = np.abs(np.hypot(x - ax, y - sol[0]) - rr)
+            keep[gi] = resid <= max(1.0, float(np.percentile(resid[keep[gi]], 90)))
+            if keep[gi].sum() < 20:
+                return None
+    ay_full = float(sol[0])
+    radii, sq = [], []
+    for gi, (x, y) in enumerate(groups):
+        rr = math.sqrt(max(sol[1 + gi] + ay_full ** 2, 0.0))
+        radii.append(rr)
+        sq.append((np.hypot(x[keep[gi]] - ax, y[keep[gi]] - ay_full) - rr) ** 2)
+    if float(np.sqrt(np.mean(np.concatenate(sq)))) > 1.5:
+        return None
+    return (ay_full + 0.5) / f - 0.5, radii[0] / f, radii[1] / f
+
+
+def widen_fan_edges(gray: np.ndarray, textured: np.ndarray, model: _Model, f: int,
+                    level: float, p: SectorParams) -> tuple[float, float]:
+    """Push a convex fan's side edges out to the last scan line that starts with signal.
+
+    The side lines are fitted to the blob's hull, so a shadow that reaches a side edge (a
+    rib in an intercostal view) pulls the edge in, although the scan lines under it still
+    carry signal above the shadow: every scan line starts at the probe face, and the near
+    field between the probe arc and the rib is bright. With the apex and radii known, this
+    walks scan lines outward from just inside each fitted edge at full resolution, in
+    ``edge_step_rad`` steps. A line counts when a run of ``edge_run_px`` consecutive signal
+    pixels (above ``level`` and textured, so flat UI panels do not count) begins within
+    ``edge_near_frac`` of the depth below the probe arc (or below the frame's top edge
+    where the arc lies above the frame): UI drawn beside the fan (a ruler line, a marker)
+    can cross a scan line, but not where the line leaves the probe. The walk ends at the
+    first ``edge_gap_rad`` of lines that do not count, or ``edge_widen_max_rad`` past the
+    fitted edge. Edges only ever widen: an empty walk keeps the fit. Phased fans (no probe
+    arc) are left as fitted.
+
+    Args:
+        gray: uint8 (H, W) full-resolution grey frame.
+        textured: bool (h, w) working-scale texture map (``h = H // f``).
+        model: the fitted fan, working-scale coordinates.
+        f: working-scale factor.
+        level: grey level above which a pixel is signal.
+        p: tuning.
+
+    Returns:
+        ``(left, right)`` edge angles from the vertical (rad), left < 0 < right.
+    """
+    if model.kind != "convex" or model.apex is None:
+        return model.angles
+    h, w = gray.shape
+    hs, ws = textured.shape
+    ax, ay = ((model.apex[0] + 0.5) * f - 0.5, (model.apex[1] + 0.5) * f - 0.5)
+    r_in, r_out = model.radii[0] * f, model.radii[1] * f
+    radii = np.arange(r_in + 1.0, r_out - 1.0, 1.0, dtype=np.float32)
+    near = max(2 * p.edge_run_px, int(round(p.edge_near_frac * (r_out - r_in))))
+    if radii.size < 2 * near:
+        return model.angles
+    step = p.edge_step_rad
+    n_in = int(round(math.radians(2.0) / step))
+    n_out = int(round(p.edge_widen_max_rad / step))
+    gap = max(1, int(round(p.edge_gap_rad / step)))
+    offsets = (np.arange(n_in + n_out, dtype=np.float32) - n_in + 0.5) * step
+    k_run = cv2.getStructuringElement(cv2.MORPH_RECT, (p.edge_run_px, 1))
+    idx = np.arange(radii.size)[None, :]
+    out = list(model.angles)
+    for side, sign in ((0, -1.0), (1, 1.0)):
+        theta = model.angles[side] + sign * offsets
+        xs = np.rint(ax + np.sin(theta)[:, None] * radii[None, :]).astype(np.intp)
+        ys = np.rint(ay + np.cos(theta)[:, None] * radii[None, :]).astype(np.intp)
+        inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+        xc, yc = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
+        on = inside & (gray[yc, xc] > level) & textured[np.minimum(yc // f, hs - 1),
+                                                        np.minimum(xc // f, ws - 1)]
+        # a run of edge_run_px signal pixels survives a 1 x run erosion (centred anchor)
+        runs = cv2.erode(on.astype(np.uint8), k_run, borderType=cv2.BORDER_CONSTANT,
+                         borderValue=0) > 0
+        first = np.argmax(inside, axis=1)[:, None]
+        start = (idx >= first + p.edge_run_px // 2) & (idx < first + near)
+        has = (runs & start).any(axis=1) & inside.any(axis=1)
+        last, empty = -1, 0
+        for i in range(has.size):
+            if has[i]:
+                last, empty = i, 0
+            else:
+                empty += 1
+                if empty >= gap and i >= n_in:
+                    break
+        if last >= n_in:
+            # the line's bin reaches half a step past its centre
+            out[side] = float(model.angles[side] + sign * (offsets[last] + 0.5 * step))
+    return out[0], out[1]
 
 
 @dataclass
@@ -208,6 +426,8 @@ class _Model:
     radii: tuple[float, float] | None = None
     angles: tuple[float, float] | None = None
     rect: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 (exclusive), working px
+    # a point on each fitted side line (working px): the edge rays pass through them
+    edge_pts: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def render(self, shape: tuple[int, int], f: int, margin_px: int) -> SectorGeometry:
         """Draw the model's mask at scale ``f`` (full frame ``shape``) grown by ``margin_px``."""
@@ -388,12 +608,14 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
         y_far = float(rows.max())
         dy = max(y_far - ay, 1e-6)
         angles = (math.atan2(al * y_far + bl - ax, dy), math.atan2(ar * y_far + br - ax, dy))
+        edge_pts = ((al * y_far + bl, y_far), (ar * y_far + br, y_far))
     else:
         angles = (math.atan(al), math.atan(ar))
+        edge_pts = None
     if not angles[0] < 0 < angles[1]:
         return None
     return _Model(kind, 0.0, True, area, apex=(float(ax), float(ay)), radii=(r_in, r_out),
-                  angles=angles)
+                  angles=angles, edge_pts=edge_pts)
 
 
 def _fit_arcs(blob: np.ndarray, ax: float, ay0: float, max_angle: float
