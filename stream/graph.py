@@ -55,6 +55,8 @@ class StageDecl:
     key: str
     config: dict[str, Any] = field(default_factory=dict)
     policy: str | None = None  # policy of this stage's input edge; None = pipeline default
+    # consecutive stages with the same group run fused in one runner (no hop between them)
+    group: str | None = None
 
 
 @dataclass
@@ -73,7 +75,8 @@ class Pipeline:
                           f"stages: {[s.name for s in self.stages]}")
 
     def with_overrides(self, overrides: dict[str, dict[str, Any]] | None) -> Pipeline:
-        stages = [StageDecl(s.name, s.key, dict(s.config), s.policy) for s in self.stages]
+        stages = [StageDecl(s.name, s.key, dict(s.config), s.policy, s.group)
+                  for s in self.stages]
         p = Pipeline(self.name, stages, self.policy, self.hwm, self.path)
         for name, cfg in (overrides or {}).items():
             p.stage(name).config.update(cfg)
@@ -114,15 +117,17 @@ def load_pipeline(name_or_path: str) -> Pipeline:
     for i, s in enumerate(doc.get("stage", [])):
         if "key" not in s:
             raise ConfigError(f"{where}: stage #{i + 1} has no `key`")
-        bad = set(s) - {"key", "name", "config"}
+        bad = set(s) - {"key", "name", "config", "group"}
         if bad:
             raise ConfigError(f"{where}: stage {s['key']!r}: unknown field(s) {sorted(bad)}")
-        stages.append(StageDecl(s.get("name", s["key"]), s["key"], dict(s.get("config", {}))))
+        stages.append(StageDecl(s.get("name", s["key"]), s["key"], dict(s.get("config", {})),
+                                group=s.get("group")))
     if not stages:
         raise ConfigError(f"{where}: a pipeline needs at least one stage (the sink)")
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
+    _check_groups(stages, where)
     pipe = Pipeline(doc.get("name", p.stem), stages, policy, int(edges.get("hwm", 8)), where)
     for e in doc.get("edge", []):
         pol = e.get("policy")
@@ -131,6 +136,46 @@ def load_pipeline(name_or_path: str) -> Pipeline:
                               f"expected one of {POLICIES}")
         pipe.stage(e["to"]).policy = pol
     return pipe
+
+
+def _check_groups(stages: list[StageDecl], where: str) -> None:
+    """A group is a run of consecutive stages, named unlike any stage."""
+    names = {s.name for s in stages}
+    closed: set[str] = set()
+    prev: str | None = None
+    for s in stages:
+        if s.group is not None:
+            if s.group in names:
+                raise ConfigError(f"{where}: group {s.group!r} has the name of a stage; "
+                                  "name groups apart from stages")
+            if s.group in closed:
+                raise ConfigError(f"{where}: group {s.group!r} is not one run of "
+                                  "consecutive stages")
+        if prev is not None and prev != s.group:
+            closed.add(prev)
+        prev = s.group
+
+
+def runner_units(stages: list[StageDecl]) -> list[tuple[str, list[StageDecl]]]:
+    """Split a stage list into runners: ``(runner name, its stages)``; a group's consecutive
+    stages share one runner named after the group, every other stage runs alone."""
+    units: list[tuple[str, list[StageDecl]]] = []
+    for s in stages:
+        if s.group is not None and units and units[-1][1][-1].group == s.group:
+            units[-1][1].append(s)
+        else:
+            units.append((s.group or s.name, [s]))
+    return units
+
+
+def fused(pipeline: Pipeline, group: str = "fused") -> Pipeline:
+    """The same pipeline with every stage in one group: one runner runs the whole chain
+    (one hop, capture -> chain), like a single-threaded scheduler."""
+    p = pipeline.with_overrides(None)
+    for s in p.stages:
+        s.group = group
+    _check_groups(p.stages, p.path or p.name)
+    return p
 
 
 # ---- workers: the same runner in a thread or a process ------------------------------------
@@ -293,17 +338,22 @@ class Supervisor:
                 curve=curve, source=src, stream_id=sid, pacing=self.pacing,
                 source_options=self.source_options, max_frames=self.max_frames,
                 tap_endpoint=self.plan.endpoint(f"tap-capture-{sid}") if self.taps else None))
-        for i, s in enumerate(stages):
+        units = runner_units(stages)
+        for i, (name, members) in enumerate(units):
+            s = members[0]
             pol_in = self.policy or s.policy or self.pipeline.policy
-            nxt = stages[i + 1] if i + 1 < len(stages) else None
-            pol_out = (self.policy or nxt.policy or self.pipeline.policy) if nxt else "block"
+            nxt = units[i + 1] if i + 1 < len(units) else None
+            pol_out = (self.policy or nxt[1][0].policy or self.pipeline.policy) if nxt \
+                else "block"
+            chain = ([{"name": d.name, "key": d.key, "config": d.config} for d in members]
+                     if len(members) > 1 or name != s.name else [])
             specs.append(RunnerSpec(
-                name=s.name, key=s.key, config=s.config,
+                name=name, key=s.key, config=s.config, chain=chain,
                 input_endpoint=self.plan.endpoint(f"in-{s.name}"), input_policy=pol_in,
-                output_endpoint=self.plan.endpoint(f"in-{nxt.name}") if nxt else None,
+                output_endpoint=self.plan.endpoint(f"in-{nxt[1][0].name}") if nxt else None,
                 output_policy=pol_out, control_endpoint=ctl, expected_eos=len(self.sources),
                 hwm=hwm, curve=curve,
-                tap_endpoint=self.plan.endpoint(f"tap-{s.name}") if self.taps and nxt else None))
+                tap_endpoint=self.plan.endpoint(f"tap-{name}") if self.taps and nxt else None))
         return specs
 
     def tap_endpoints(self) -> dict[str, str]:

@@ -57,6 +57,9 @@ class RunnerSpec:
     curve: dict[str, str] | None = None
     max_consecutive_errors: int = 10
     heartbeat_s: float = 0.25
+    # stage runners only: a fused chain of stages run one after the other in this runner
+    # (``[{"name", "key", "config"}, ...]``); empty = the one stage ``name`` / ``key`` / ``config``
+    chain: list[dict[str, Any]] = field(default_factory=list)
     # capture runners only
     source: str | None = None
     stream_id: str = ""
@@ -174,30 +177,55 @@ def _dropped(header: m.FrameHeader, reason: str) -> m.Packet:
     return m.Packet(h, {})
 
 
-class StageRunner(_Base):
-    """Runs one stage: receive, process, stamp, send; EOS, errors, heartbeats."""
+@dataclass
+class _Link:
+    """One stage of a runner's chain (a runner runs one stage, or several fused ones)."""
 
-    def run(self) -> int:
+    name: str
+    key: str
+    config: dict[str, Any]
+    stage: Any
+    accepts: tuple[str, ...]
+    all_frames: bool
+    per_stream: dict[str, Any] = field(default_factory=dict)
+
+
+class StageRunner(_Base):
+    """Runs one stage, or a fused chain of stages (no hop between them): receive, process,
+    stamp, send; EOS, errors, heartbeats."""
+
+    def _open_chain(self) -> list[_Link]:
         from sonoflow.stream import stage as stage_registry
 
+        decls = self.spec.chain or [{"name": self.spec.name, "key": self.spec.key,
+                                     "config": self.spec.config}]
+        links: list[_Link] = []
+        try:
+            for d in decls:
+                stage = stage_registry.create(d["key"], d.get("config") or {})
+                # sinks see every frame record, including failed and header-only dropped ones
+                links.append(_Link(d["name"], d["key"], d.get("config") or {}, stage,
+                                   tuple(getattr(stage, "accepts", ("frame",))),
+                                   bool(getattr(stage, "wants_all_frames", False))))
+                stage.open()
+        except Exception:
+            for link in links:  # the one whose open() failed too, as a lone stage always was
+                link.stage.close()
+            raise
+        return links
+
+    def run(self) -> int:
         self._started = True
         self._open_control()
-        stage = None
         try:
-            stage = stage_registry.create(self.spec.key, self.spec.config)
-            stage.open()
+            self._links = self._open_chain()
         except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
             msg = f"stage {self.spec.name!r} ({self.spec.key}) failed to open: {type(e).__name__}: {e}"
             log.error(msg)
             self.tell("fatal", message=msg)
             time.sleep(0.05)
-            if stage is not None:
-                stage.close()
             self.close_sockets()
             return 2
-        accepts = getattr(stage, "accepts", ("frame",))
-        # sinks see every frame record, including failed and header-only dropped ones
-        all_frames = bool(getattr(stage, "wants_all_frames", False))
         depth = self.spec.hwm * (LATEST_DEPTH if self.spec.input_policy == "latest" else 1)
         inp = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=self.spec.hwm,
                                   rcvhwm=depth)
@@ -208,8 +236,7 @@ class StageRunner(_Base):
         self.tell("ready")
         last_seq: dict[str, int] = {}
         eos_seen: set[str] = set()
-        self._per_stream: dict[str, object] = {}
-        consecutive = 0
+        self._consecutive = 0
         code = 0
         try:
             while not self.stopped and self.stats["eos"] < self.spec.expected_eos:
@@ -247,18 +274,6 @@ class StageRunner(_Base):
                             log.warning("%s: stream %s seq gap %d -> %d (%d frame(s) lost)",
                                         self.spec.name, h.stream_id, prev, h.seq, h.seq - prev - 1)
                         last_seq[h.stream_id] = max(h.seq, prev if prev is not None else -1)
-                        if (h.status == "failed" or "image" not in p.arrays) and not all_frames:
-                            self.send(p)  # accounted upstream; nothing to process
-                            continue
-                        consecutive = self._process(self._for_stream(stage, h.stream_id), p,
-                                                    consecutive)
-                        if consecutive > self.spec.max_consecutive_errors:
-                            msg = (f"stage {self.spec.name!r}: {consecutive} consecutive errors "
-                                   f"(limit {self.spec.max_consecutive_errors}); exiting")
-                            log.error(msg)
-                            self.tell("fatal", message=msg, restartable=True)
-                            code = 3
-                            return code
                     elif isinstance(h, m.EosHeader):
                         if h.stream_id in eos_seen:
                             continue  # captures repeat their EOS until stopped (see below)
@@ -266,22 +281,22 @@ class StageRunner(_Base):
                         self.stats["eos"] += 1
                         log.info("%s: end of stream %s (last seq %d, %s)", self.spec.name,
                                  h.stream_id, h.last_seq, h.reason)
-                        for extra in self._for_stream(stage, h.stream_id).flush(p) or []:
-                            self.send(extra)
-                        self.send(p)
-                    elif h.__struct_config__.tag in accepts:
-                        out = self._for_stream(stage, h.stream_id).process(p)
-                        for q in _as_list(out):
-                            self.send(q)
-                    else:
-                        self.send(p)
+                    self._deliver(0, p)
+                    if self._consecutive > self.spec.max_consecutive_errors:
+                        msg = (f"stage {self.spec.name!r}: {self._consecutive} consecutive "
+                               f"errors (limit {self.spec.max_consecutive_errors}); exiting")
+                        log.error(msg)
+                        self.tell("fatal", message=msg, restartable=True)
+                        code = 3
+                        return code
         finally:
             self.tell("done", stats=self.stats, code=code)
             try:
-                for extra_stage in self._per_stream.values():
-                    if extra_stage is not stage:
-                        extra_stage.close()
-                stage.close()
+                for link in self._links:
+                    for inst in link.per_stream.values():
+                        if inst is not link.stage:
+                            inst.close()
+                    link.stage.close()
             finally:
                 inp.close(linger=transport.LINGER_MS)
                 if auth is not None:
@@ -289,22 +304,47 @@ class StageRunner(_Base):
                 self.close_sockets()
         return code
 
-    def _for_stream(self, stage, stream_id: str):
+    def _deliver(self, i: int, p: m.Packet) -> None:
+        """Hand ``p`` to link ``i`` of the chain; what it emits goes on to link ``i + 1``, and
+        past the last link out of the runner (in order, depth first)."""
+        if i == len(self._links):
+            self.send(p)
+            return
+        link = self._links[i]
+        h = p.header
+        if isinstance(h, m.FrameHeader):
+            if (h.status == "failed" or "image" not in p.arrays) and not link.all_frames:
+                self._deliver(i + 1, p)  # accounted upstream; nothing to process
+                return
+            for q in self._process(link, self._for_stream(link, h.stream_id), p):
+                self._deliver(i + 1, q)
+        elif isinstance(h, m.EosHeader):
+            for extra in self._for_stream(link, h.stream_id).flush(p) or []:
+                self._deliver(i + 1, extra)
+            self._deliver(i + 1, p)
+        elif h.__struct_config__.tag in link.accepts:
+            for q in _as_list(self._for_stream(link, h.stream_id).process(p)):
+                self._deliver(i + 1, q)
+        else:
+            self._deliver(i + 1, p)
+
+    def _for_stream(self, link: _Link, stream_id: str):
         """The stage instance for ``stream_id``: the one instance, or, for stages that keep
         per-stream state (``per_stream = True``), one instance per stream, created and opened
         on the stream's first packet (the first stream gets the instance opened at start)."""
+        stage = link.stage
         if not getattr(stage, "per_stream", False):
             return stage
-        inst = self._per_stream.get(stream_id)
+        inst = link.per_stream.get(stream_id)
         if inst is None:
             from sonoflow.stream import stage as stage_registry
 
-            if not self._per_stream:
+            if not link.per_stream:
                 inst = stage
             else:
-                inst = stage_registry.create(self.spec.key, self.spec.config)
+                inst = stage_registry.create(link.key, link.config)
                 inst.open()
-            self._per_stream[stream_id] = inst
+            link.per_stream[stream_id] = inst
         return inst
 
     def _supersede(self, packets: list[m.Packet]) -> list[m.Packet]:
@@ -324,31 +364,33 @@ class StageRunner(_Base):
                 out.append(p)
         return out
 
-    def _process(self, stage, p: m.Packet, consecutive: int) -> int:
+    def _process(self, link: _Link, stage, p: m.Packet) -> list[m.Packet]:
+        """Run one frame through one stage: its outputs, stamped; on an exception an error
+        packet and the frame marked failed (the error policy: log, emit, count, go on)."""
         h = p.header
         t_in = m.now_ns()
         try:
             out = stage.process(p)
         except Exception as e:  # noqa: BLE001 - the error policy: log, emit, count, go on
             self.stats["errors"] += 1
+            self._consecutive += 1
             msg = f"{type(e).__name__}: {e}"
             log.error("stage error (stream_id=%s, seq=%d, stage=%s): %s", h.stream_id, h.seq,
-                      self.spec.name, msg, exc_info=log.isEnabledFor(logging.DEBUG))
-            failed = msgspec.structs.replace(h, status="failed", error=f"{self.spec.name}: {msg}",
+                      link.name, msg, exc_info=log.isEnabledFor(logging.DEBUG))
+            failed = msgspec.structs.replace(h, status="failed", error=f"{link.name}: {msg}",
                                              buffers=[])
-            self.send(m.Packet(m.ErrorHeader(stream_id=h.stream_id, seq=h.seq,
-                                             stage=self.spec.name, error_type=type(e).__name__,
-                                             message=str(e))))
-            self.send(m.Packet(failed, {}))
-            return consecutive + 1
+            return [m.Packet(m.ErrorHeader(stream_id=h.stream_id, seq=h.seq, stage=link.name,
+                                           error_type=type(e).__name__, message=str(e))),
+                    m.Packet(failed, {})]
         t_out = m.now_ns()
         self.stats["processed"] += 1
-        for q in _as_list(out):
+        self._consecutive = 0
+        outs = _as_list(out)
+        for q in outs:
             if isinstance(q.header, m.FrameHeader) and q.header.seq == h.seq \
                     and q.header.stream_id == h.stream_id:
-                q.header.stamps.append(m.Stamp(self.spec.name, t_in, t_out))
-            self.send(q)
-        return 0
+                q.header.stamps.append(m.Stamp(link.name, t_in, t_out))
+        return outs
 
 
 def _as_list(out) -> list[m.Packet]:

@@ -250,3 +250,60 @@ def test_tcp_with_hwm_1_does_not_hang(tmp_path):
     recs = _records(tmp_path)
     assert [r["seq"] for r in recs] == list(range(300))
     assert all(r["status"] == "analysed" for r in recs)
+
+
+# ---- fused chains: several stages in one runner ----------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_a_fused_chain_runs_every_stage_in_one_runner(tmp_path, mode):
+    from sonoflow.stream.graph import fused
+
+    pipe = _pipe(tmp_path, ("hop1", "passthrough", {}), ("flaky", "passthrough",
+                                                         {"fail_every": 7}),
+                 ("hop3", "passthrough", {}))
+    res = Supervisor(fused(pipe), ["pattern:frames=40,width=64,height=64"], mode=mode).run()
+    assert res.ok, (res.error, res.events)
+    assert list(res.stages) == ["fused"], "one runner for the whole chain, sink included"
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(40))
+    failed = [r["seq"] for r in recs if r["status"] == "failed"]
+    assert failed == [0, 7, 14, 21, 28, 35]
+    assert all(r["error"].startswith("flaky: ") for r in recs if r["status"] == "failed")
+    assert res.stages["fused"]["errors"] == 6
+    lat = json.loads((tmp_path / "latency.json").read_text())
+    # every stage still stamps its own time on the 34 analysed frames
+    assert all(lat["stages_ms"][k]["count"] == 34 for k in ("hop1", "flaky", "hop3"))
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in events if e["kind"] == "error"] == failed
+
+
+def test_groups_split_a_pipeline_into_runners(tmp_path):
+    from sonoflow.stream.graph import runner_units
+
+    pipe = _pipe(tmp_path, ("a", "passthrough", {}), ("b", "passthrough", {}),
+                 ("c", "passthrough", {}))
+    pipe.stages[0].group = pipe.stages[1].group = "ab"
+    assert [(n, [s.name for s in m]) for n, m in runner_units(pipe.stages)] == [
+        ("ab", ["a", "b"]), ("c", ["c"]), ("sink", ["sink"])]
+    res = Supervisor(pipe, ["pattern:frames=30,width=64,height=64"], mode="processes").run()
+    assert res.ok, res.error
+    assert sorted(res.stages) == ["ab", "c", "sink"]
+    assert [r["status"] for r in _records(tmp_path)] == ["analysed"] * 30
+
+
+@pytest.mark.parametrize("body,problem", [
+    ('[[stage]]\nkey = "passthrough"\ngroup = "sink"\n[[stage]]\nkey = "sink"\n',
+     "has the name of a stage"),
+    ('[[stage]]\nkey = "passthrough"\nname = "a"\ngroup = "g"\n[[stage]]\nkey = "passthrough"\n'
+     'name = "b"\n[[stage]]\nkey = "passthrough"\nname = "c"\ngroup = "g"\n[[stage]]\n'
+     'key = "sink"\n', "not one run of consecutive stages"),
+])
+def test_bad_groups_are_refused_with_the_file_named(tmp_path, body, problem):
+    from sonoflow.stream.errors import ConfigError
+
+    f = tmp_path / "p.toml"
+    f.write_text(body)
+    with pytest.raises(ConfigError, match=problem) as e:
+        load_pipeline(str(f))
+    assert str(f) in str(e.value)

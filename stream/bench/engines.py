@@ -30,7 +30,14 @@ from typing import Any
 from sonoflow.stream.bench.procstat import ProcSampler
 from sonoflow.stream.bench.scenario import Case, Scenario
 from sonoflow.stream.errors import ConfigError, SonoflowError, StageError
-from sonoflow.stream.graph import Pipeline, StageDecl, Supervisor, load_pipeline
+from sonoflow.stream.graph import (
+    Pipeline,
+    StageDecl,
+    Supervisor,
+    fused,
+    load_pipeline,
+    runner_units,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,8 @@ def build_pipeline(scn: Scenario, case: Case) -> Pipeline:
     stages = pipe.stages if pipe.stages[-1].key == "sink" else [*pipe.stages,
                                                                  StageDecl("sink", "sink")]
     pipe = Pipeline(pipe.name, stages, pipe.policy, case.hwm or pipe.hwm, pipe.path)
-    return pipe.with_overrides(case.overrides)
+    pipe = pipe.with_overrides(case.overrides)
+    return fused(pipe) if case.fuse else pipe
 
 
 def run_case(scn: Scenario, case: Case, sources: list[str], work_dir: Path) -> RunOutput:
@@ -141,7 +149,7 @@ def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path)
     finally:
         timer.cancel()
     sampler.stop()
-    out = RunOutput(hops=len(pipe.stages), elapsed_s=res.elapsed_s, ok=res.ok, error=res.error,
+    out = RunOutput(hops=len(runner_units(pipe.stages)), elapsed_s=res.elapsed_s, ok=res.ok, error=res.error,
                     events=list(res.events), processes=sampler.summary())
     if res.elapsed_s >= limit_s:
         out.ok = False

@@ -24,6 +24,7 @@ from sonoflow.stream.bench.engines import RunOutput, build_pipeline, run_case
 from sonoflow.stream.bench.scenario import Scenario
 from sonoflow.stream.bench.stats import per_frame, pool, window
 from sonoflow.stream.errors import ConfigError, SourceError
+from sonoflow.stream.graph import runner_units
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             "mode": case.mode, "pacing": case.pacing, "policy": case.policy or "pipeline",
             "hwm": pipe.hwm,
             "streams": case.streams, "overrides": case.overrides,
-            "pipeline": [s.name for s in pipe.stages], "hops": len(pipe.stages),
+            "pipeline": [s.name for s in pipe.stages], "fused": case.fuse,
+            # socket hops a frame crosses after capture: one per runner (a fused chain is one)
+            "hops": len(runner_units(pipe.stages)),
             "source": scn.source, "source_resolved": sources[:case.streams],
             "protocol": {"frames": scn.frames, "runs": scn.runs, "skip": scn.skip,
                          "runs_ok": len(usable),

@@ -52,15 +52,17 @@ from sonoflow.stream.errors import ConfigError
 ENGINES = ("sonoflow", "plain", "holoscan-greedy", "holoscan-event")
 MODES = ("threads", "processes", "tcp")
 PACINGS = ("fast", "realtime")
-AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm")
+AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse")
 _TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
-             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "video", "stage",
+             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "video", "stage",
              "overrides", "matrix", "variant", "expect"}
-_VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "overrides"}
+_VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "fuse",
+                 "overrides"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "question": str, "source": str, "prerender": bool,
     "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
-    "streams": int, "policy": str, "hwm": int, "video": bool, "label": str, "engine": str}
+    "streams": int, "policy": str, "hwm": int, "fuse": bool, "video": bool, "label": str,
+    "engine": str}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Case:
         streams: concurrent streams.
         policy: edge policy override (``""`` keeps the pipeline's).
         hwm: edge queue depth override (0 keeps the pipeline's).
+        fuse: run the whole chain fused in one runner (one hop; sonoflow engine only).
         overrides: stage name -> config overrides.
     """
 
@@ -86,6 +89,7 @@ class Case:
     policy: str
     hwm: int = 0
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+    fuse: bool = False
 
 
 @dataclass
@@ -249,6 +253,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
     base = {"engine": "sonoflow", "mode": doc.get("mode", "threads"),
             "pacing": doc.get("pacing", "fast"), "streams": int(doc.get("streams", 1)),
             "policy": doc.get("policy", ""), "hwm": int(doc.get("hwm", 0)),
+            "fuse": bool(doc.get("fuse", False)),
             "overrides": _overrides(where, doc.get("overrides"))}
     matrix = doc.get("matrix", {})
     if not isinstance(matrix, dict) or set(matrix) - set(AXES):
@@ -277,7 +282,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
             key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
-                   json.dumps(case.overrides, sort_keys=True))
+                   case.fuse, json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
             seen.add(key)
@@ -342,7 +347,7 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
             raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
                               f"streams={c['streams']}")
         # no edges, no execution modes: the pipeline-only settings do not apply
-        c["mode"], c["hwm"], c["policy"] = "-", 0, ""
+        c["mode"], c["hwm"], c["policy"], c["fuse"] = "-", 0, "", False
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])
@@ -351,9 +356,13 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
             continue
         if a == "hwm" and c["engine"] != "sonoflow":
             continue
+        if a == "fuse" and c["engine"] != "sonoflow":
+            continue
         parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else
-                     f"hwm {v}" if a == "hwm" else str(v))
+                     f"hwm {v}" if a == "hwm" else
+                     ("fused" if v else "one runner per stage") if a == "fuse" else str(v))
     if not parts:
         parts = [c["engine"] if c["engine"] != "sonoflow" else c["mode"]]
     return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
-                streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov)
+                streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov,
+                fuse=bool(c.get("fuse", False)))
