@@ -240,8 +240,10 @@ def refine_convex_fan(gray: np.ndarray, textured: np.ndarray, model: _Model, f: 
     ax, ay = model.apex
     r_in, r_out = model.radii
     arcs = _fit_arcs_full(gray, model, f, level, p)
-    if arcs is not None and abs(arcs[0] - ay) <= 0.15 * max(r_in, 1.0):
-        ay, r_in, r_out = arcs
+    # the side lines can put the apex well off (a one-sided shadow): trust the arcs' fit
+    # unless it lands far away (then it fitted something else)
+    if arcs is not None and math.hypot(arcs[0][0] - ax, arcs[0][1] - ay) <= 0.35 * max(r_in, 1.0):
+        (ax, ay), r_in, r_out = arcs
         angles = model.angles
         if model.edge_pts is not None:
             (xl, yl), (xr, yr) = model.edge_pts
@@ -290,17 +292,18 @@ def _arc_points(gray: np.ndarray, ax: float, ay: float, radius: float,
 
 
 def _fit_arcs_full(gray: np.ndarray, model: _Model, f: int, level: float, p: SectorParams
-                   ) -> tuple[float, float, float] | None:
-    """Apex height and both radii (working px) from the two arcs at full resolution.
+                   ) -> tuple[tuple[float, float], float, float] | None:
+    """Apex and both radii (working px) from the two arcs at full resolution.
 
-    Points from :func:`_arc_points` on the probe arc and the bottom arc; concentric circles
-    about the fitted apex column, least squares with outlier trimming (a bright structure
-    at the bottom edge, a dark column). The bottom arc, the longer and more curved one in
-    pixels, fixes most of the apex height.
+    Points from :func:`_arc_points` on the probe arc and the bottom arc; concentric circles,
+    centre free, least squares with outlier trimming (a bright structure at the bottom
+    edge, a dark column). The bottom arc, the longer and more curved one in pixels, fixes
+    most of the apex height; both arcs fix its column, which the side lines place off axis
+    when a shadow narrows one side more than the other.
 
     Returns:
-        ``(apex_y, r_in, r_out)`` in working pixels, or None when either arc shows fewer
-        than 20 points or the fit is poor (RMS residual above 1.5 px).
+        ``((apex_x, apex_y), r_in, r_out)`` in working pixels, or None when either arc
+        shows fewer than 20 points or the fit is poor (RMS residual above 1.5 px).
     """
     ax, ay = ((model.apex[0] + 0.5) * f - 0.5, (model.apex[1] + 0.5) * f - 0.5)
     r_in, r_out = model.radii[0] * f, model.radii[1] * f
@@ -310,32 +313,35 @@ def _fit_arcs_full(gray: np.ndarray, model: _Model, f: int, level: float, p: Sec
         return None
     keep = [np.ones(g[0].size, bool) for g in groups]
     sol = None
+    # circles about (cx, cy): x^2 + y^2 = 2 x cx + 2 y cy + c_arc, linear in cx, cy, c_arc
     for _ in range(3):
-        a = np.zeros((sum(k.sum() for k in keep), 3))
+        a = np.zeros((sum(k.sum() for k in keep), 4))
         b = np.zeros(a.shape[0])
         row = 0
         for gi, ((x, y), k) in enumerate(zip(groups, keep, strict=True)):
             n = int(k.sum())
-            a[row:row + n, 0] = 2.0 * y[k]
-            a[row:row + n, 1 + gi] = 1.0
-            b[row:row + n] = (x[k] - ax) ** 2 + y[k] ** 2
+            a[row:row + n, 0] = 2.0 * x[k]
+            a[row:row + n, 1] = 2.0 * y[k]
+            a[row:row + n, 2 + gi] = 1.0
+            b[row:row + n] = x[k] ** 2 + y[k] ** 2
             row += n
         sol = np.linalg.lstsq(a, b, rcond=None)[0]
+        cx, cy = sol[0], sol[1]
         for gi, (x, y) in enumerate(groups):
-            rr = math.sqrt(max(sol[1 + gi] + sol[0] ** 2, 0.0))
-            resid = np.abs(np.hypot(x - ax, y - sol[0]) - rr)
+            rr = math.sqrt(max(sol[2 + gi] + cx * cx + cy * cy, 0.0))
+            resid = np.abs(np.hypot(x - cx, y - cy) - rr)
             keep[gi] = resid <= max(1.0, float(np.percentile(resid[keep[gi]], 90)))
             if keep[gi].sum() < 20:
                 return None
-    ay_full = float(sol[0])
+    cx, cy = float(sol[0]), float(sol[1])
     radii, sq = [], []
     for gi, (x, y) in enumerate(groups):
-        rr = math.sqrt(max(sol[1 + gi] + ay_full ** 2, 0.0))
+        rr = math.sqrt(max(sol[2 + gi] + cx * cx + cy * cy, 0.0))
         radii.append(rr)
-        sq.append((np.hypot(x[keep[gi]] - ax, y[keep[gi]] - ay_full) - rr) ** 2)
+        sq.append((np.hypot(x[keep[gi]] - cx, y[keep[gi]] - cy) - rr) ** 2)
     if float(np.sqrt(np.mean(np.concatenate(sq)))) > 1.5:
         return None
-    return (ay_full + 0.5) / f - 0.5, radii[0] / f, radii[1] / f
+    return ((cx + 0.5) / f - 0.5, (cy + 0.5) / f - 0.5), radii[0] / f, radii[1] / f
 
 
 def widen_fan_edges(gray: np.ndarray, textured: np.ndarray, model: _Model, f: int,

@@ -1,0 +1,114 @@
+"""Sector edges under rib shadows, and motion blur on a too-dark frame.
+
+Regression cases for two gaps the benchmark found on fresh simulator seeds:
+
+* an intercostal view whose ribs shadow both edges of the fan (the shadowed pixels are
+  exactly 0, like the screen background) was fitted as a fan about 6 degrees narrower per
+  side (seed 9402: 81-85 % of the true sector covered);
+* a blurred frame that was also too dark never got the ``motion_blur`` flag.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from sonoflow.stream.imaging.sector import detect_sector
+from sonoflow.stream.messages import FrameHeader, Packet
+from sonoflow.stream.stage import create
+
+H, W = 480, 640
+
+
+def _fan_mask(apex_xy: tuple[float, float], radii: tuple[float, float], half_deg: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """bool (H, W) fan about ``apex_xy``, plus each pixel's radius and angle (deg)."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    r = np.hypot(xx - apex_xy[0], yy - apex_xy[1])
+    ang = np.degrees(np.arctan2(xx - apex_xy[0], yy - apex_xy[1]))
+    return (r >= radii[0]) & (r <= radii[1]) & (np.abs(ang) <= half_deg), r, ang
+
+
+def _shadowed_fan(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A convex fan of speckle whose outer 7 degrees on both sides are 0 below a 14 px near
+    field, with a text block and a ruler beside it. Returns (image, true fan, UI mask)."""
+    rng = np.random.default_rng(seed)
+    apex, radii, half = (319.5, -70.0), (110.0, 430.0), 36.0
+    fan, r, ang = _fan_mask(apex, radii, half)
+    img = np.zeros((H, W), np.uint8)
+    speckle = np.clip(rng.rayleigh(45.0, (H, W)) + 20.0, 0, 255).astype(np.uint8)
+    speckle = cv2.GaussianBlur(speckle, (0, 0), 0.8)
+    img[fan] = speckle[fan]
+    shadow = fan & (np.abs(ang) > half - 7.0) & (r > radii[0] + 14.0)
+    img[shadow] = 0
+    ui = np.zeros((H, W), bool)
+    cv2.putText(img, "ID 12345678", (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+    ui[:45, :150] = img[:45, :150] > 0
+    # a depth ruler: a vertical line with ticks, 8 px beside the right corner
+    x_corner = int(apex[0] + radii[1] * math.sin(math.radians(half)))
+    x_ruler = min(W - 3, x_corner + 8)
+    img[40:400, x_ruler] = 220
+    for y in range(40, 400, 24):
+        img[y, x_ruler:x_ruler + 7] = 220
+    ui[40:400, x_ruler:x_ruler + 7] |= img[40:400, x_ruler:x_ruler + 7] > 0
+    return img, fan, ui
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_shadowed_edges_do_not_shrink_a_synthetic_fan(seed):
+    img, fan, ui = _shadowed_fan(seed)
+    assert np.count_nonzero(img[fan] == 0) > 0.1 * fan.sum()  # the case is really shadowed
+    geom = detect_sector(img)
+    assert geom is not None and geom.kind == "convex"
+    mask = geom.mask > 0
+    cover = np.count_nonzero(mask & fan) / np.count_nonzero(fan)
+    assert cover >= 0.99, f"covers {cover:.4f} of the true fan"
+    assert not (mask & ui).any(), f"{np.count_nonzero(mask & ui)} UI pixels inside the mask"
+    # the widening stops at the fan: at most a thin rim of background is added
+    assert np.count_nonzero(mask & ~fan) < 0.03 * fan.sum()
+
+
+def _packet(image: np.ndarray, i: int) -> Packet:
+    image = np.ascontiguousarray(image)
+    image.flags.writeable = False
+    header = FrameHeader(stream_id="t", seq=i, frame_index=i, pts=i, time_base=(1, 30),
+                         capture_ns=0, pixel_format="gray8")
+    return Packet(header=header, arrays={"image": image})
+
+
+sim = pytest.importorskip("sonoflow.stream.sim", reason="the simulator is not installed")
+
+
+def test_rib_shadows_on_both_edges_of_a_simulated_fan():
+    """Seed 9402 with the benchmark's events: ribs shadow both edges from near the skin."""
+    case = sim.sample_case(9402, ui=True, events=["black", "no_contact", "motion_blur"])
+    assert case.view == "intercostal"
+    f = next(iter(sim.simulate_clip(case, n_frames=1, height=H, width=W, fps=30.0)))
+    gray = f.image if f.image.ndim == 2 else cv2.cvtColor(f.image, cv2.COLOR_RGB2GRAY)
+    truth = f.sector_mask
+    assert np.count_nonzero(gray[truth] == 0) > 0.05 * truth.sum()  # shadowed edges
+    pk = create("preprocess").process(_packet(f.image.copy(), 0))
+    mask = pk.arrays["sector_mask"] > 0
+    cover = np.count_nonzero(mask & truth) / np.count_nonzero(truth)
+    assert cover >= 0.99, f"covers {cover:.4f} of the true sector"
+    assert not pk.arrays["image"][f.ui_text_mask].any()
+
+
+def test_motion_blur_is_flagged_on_a_too_dark_frame():
+    case = sim.sample_case(9411, ui=False, events=False)
+    frames = [f.image.copy() for f in
+              sim.simulate_clip(case, n_frames=12, height=H, width=W, fps=30.0)]
+    pre, q = create("preprocess"), create("quality", {"policy": "all"})
+    for i, img in enumerate(frames[:10]):  # sets the references
+        q.process(pre.process(_packet(img, i)))
+    # 30 grey levels down (about 7 dB at this display range): too dark, texture still there
+    dark = cv2.subtract(frames[10], np.full_like(frames[10], 30))
+    flags = q.process(pre.process(_packet(dark, 10))).header.quality.flags
+    assert "too_dark" in flags and "motion_blur" not in flags, flags
+    # lateral smear over 21 px, like the simulator's jerk blur along the scan lines
+    blurred = cv2.blur(cv2.subtract(frames[11], np.full_like(frames[11], 30)), (21, 1))
+    flags = q.process(pre.process(_packet(blurred, 11))).header.quality.flags
+    assert "too_dark" in flags and "motion_blur" in flags, flags
