@@ -50,8 +50,9 @@ class QualityParams:
     """Thresholds of the quality measures (grey levels are 0..255 display values).
 
     Their values are this project's design choices, tuned on the simulator (seeds 100-119,
-    and 9401-9410 for ``blur_rel`` / ``blur_rel_dark``) and checked on the real cine clips;
-    they are not literature values. ``docs/preprocess.md`` gives each one's rationale.
+    and 9401-9450 for ``blur_rel``, ``blur_rel_dark`` and ``ref_step_grey``) and checked on
+    the real cine clips; they are not literature values. ``docs/preprocess.md`` gives each
+    one's rationale and where it lives.
     """
 
     work_px: int = 320
@@ -68,11 +69,14 @@ class QualityParams:
     clip_grey: int = 250
     clipped_frac: float = 0.05
     low_contrast: float = 0.12
-    blur_rel: float = 0.75  # sharpness below this fraction of the reference: motion blur
+    blur_rel: float = 0.71  # sharpness below this fraction of the reference: motion blur
     # ... on a too-dark frame (speckle partly clipped at 0 lowers sharpness without blur)
     blur_rel_dark: float = 0.6
     low_coverage_frac: float = 0.5
     ref_frames: int = 8  # frames that set the running references
+    # a level this far from the references being built is a gain step inside their window:
+    # the window closes there and keeps the level before the step
+    ref_step_grey: float = 10.0
     ref_alpha: float = 0.003  # slow drift of the references afterwards (per frame)
 
 
@@ -112,6 +116,7 @@ class QualityAssessor:
         self._prev_small: np.ndarray | None = None
         self._ref_mean: list[float] = []
         self._ref_sharp: list[float] = []
+        self._ref_open = True
         self.ref_mean: float | None = None
         self.ref_sharpness: float | None = None
 
@@ -199,11 +204,18 @@ class QualityAssessor:
 
     def _update_refs(self, mean: float, sharp: float) -> None:
         p = self.params
-        if len(self._ref_mean) < p.ref_frames:
+        if self._ref_open and self._ref_mean and abs(mean - self.ref_mean) > p.ref_step_grey:
+            # a gain step while the references are being built (a clip often starts with
+            # the operator adjusting): a median over both levels would make the faulty one
+            # the reference, so the window ends before the step
+            self._ref_open = False
+        if self._ref_open and len(self._ref_mean) < p.ref_frames:
             self._ref_mean.append(mean)
             self._ref_sharp.append(sharp)
             self.ref_mean = float(np.median(self._ref_mean))
-            self.ref_sharpness = float(np.median(self._ref_sharp))
+            # blur only lowers sharpness: lean to the sharper frames of the window, so a
+            # blurred stretch at the start of a clip does not become the reference
+            self.ref_sharpness = float(np.percentile(self._ref_sharp, 75))
         else:
             self.ref_mean += p.ref_alpha * (mean - self.ref_mean)
             self.ref_sharpness += p.ref_alpha * (sharp - self.ref_sharpness)

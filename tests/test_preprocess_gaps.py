@@ -1,11 +1,13 @@
-"""Sector edges under rib shadows, and motion blur on a too-dark frame.
+"""Sector edges under rib shadows, motion blur on a too-dark frame, a gain step at the start.
 
-Regression cases for two gaps the benchmark found on fresh simulator seeds:
+Regression cases for gaps the benchmark found on fresh simulator seeds:
 
 * an intercostal view whose ribs shadow both edges of the fan (the shadowed pixels are
   exactly 0, like the screen background) was fitted as a fan about 6 degrees narrower per
   side (seed 9402: 81-85 % of the true sector covered);
-* a blurred frame that was also too dark never got the ``motion_blur`` flag.
+* a blurred frame that was also too dark never got the ``motion_blur`` flag;
+* a gain step within the first 8 usable frames became the quality reference, so the dark
+  frames after it were not ``too_dark`` (seeds 9415, 9431: too_dark AUC 0.92).
 """
 
 from __future__ import annotations
@@ -97,10 +99,15 @@ def test_rib_shadows_on_both_edges_of_a_simulated_fan():
     assert not pk.arrays["image"][f.ui_text_mask].any()
 
 
-def test_motion_blur_is_flagged_on_a_too_dark_frame():
+@pytest.fixture(scope="module")
+def frames():
+    """12 eventless simulator frames (no UI)."""
     case = sim.sample_case(9411, ui=False, events=False)
-    frames = [f.image.copy() for f in
-              sim.simulate_clip(case, n_frames=12, height=H, width=W, fps=30.0)]
+    return [f.image.copy() for f in
+            sim.simulate_clip(case, n_frames=12, height=H, width=W, fps=30.0)]
+
+
+def test_motion_blur_is_flagged_on_a_too_dark_frame(frames):
     pre, q = create("preprocess"), create("quality", {"policy": "all"})
     for i, img in enumerate(frames[:10]):  # sets the references
         q.process(pre.process(_packet(img, i)))
@@ -112,3 +119,14 @@ def test_motion_blur_is_flagged_on_a_too_dark_frame():
     blurred = cv2.blur(cv2.subtract(frames[11], np.full_like(frames[11], 30)), (21, 1))
     flags = q.process(pre.process(_packet(blurred, 11))).header.quality.flags
     assert "too_dark" in flags and "motion_blur" in flags, flags
+
+
+def test_a_gain_step_inside_the_reference_window_is_not_the_reference(frames):
+    pre, q = create("preprocess"), create("quality", {"policy": "all"})
+    flags = []
+    for i, img in enumerate(frames):
+        # two frames at the normal level, then 40 grey levels down for good
+        x = img if i < 2 else cv2.subtract(img, np.full_like(img, 40))
+        flags.append(q.process(pre.process(_packet(x, i))).header.quality.flags)
+    assert all("too_dark" not in f for f in flags[:2]), flags[:2]
+    assert all("too_dark" in f and "gain_jump" in f for f in flags[2:]), flags[2:]
