@@ -130,3 +130,28 @@ def test_a_gain_step_inside_the_reference_window_is_not_the_reference(frames):
         flags.append(q.process(pre.process(_packet(x, i))).header.quality.flags)
     assert all("too_dark" not in f for f in flags[:2]), flags[:2]
     assert all("too_dark" in f and "gain_jump" in f for f in flags[2:]), flags[2:]
+
+
+def test_ruler_cut_by_the_fan_corner_with_a_fractional_pitch():
+    """A ruler line whose ticks are 17.55 px apart (whole-pixel spacings alternate 17 / 18),
+    cut in two where the fan's corner reaches it (seeds 9457 and 9482: the digit labels
+    beside it were taken for the marks, mm/px off by 80 %)."""
+    from sonoflow.stream.imaging.ruler import find_depth_ruler
+
+    img = np.zeros((H, W), np.uint8)
+    pitch, x_line, top = 17.55, 589, 30
+    img[top:top + int(20 * pitch) + 1, x_line] = 220
+    for i in range(21):
+        y = int(round(top + i * pitch))
+        img[y, x_line:x_line + (11 if i % 5 == 0 else 6)] = 220
+    sector = np.zeros((H, W), np.uint8)
+    sector[12:400, 60:585] = 255
+    sector[230:250, 585:591] = 255  # the corner: cuts the line (and one tick) in two
+    # the scale's labels beside it, every 5 cm: the wrong answer the finder must not take
+    for i in range(0, 21, 5):
+        cv2.putText(img, "0", (604, int(top + i * pitch) + 4), cv2.FONT_HERSHEY_PLAIN, 0.8,
+                    255, 1)
+    res, note = find_depth_ruler(img, sector, (60, 12, 591, 400))
+    assert res is not None, note
+    assert abs(res.mm_per_px[1] / (10.0 / pitch) - 1.0) < 0.01, note
+    assert res.n_ticks >= 20 and res.major, note

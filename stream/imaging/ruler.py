@@ -122,10 +122,15 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
                 candidates.append((cents[1:][members, 1], area[members].astype(np.float64),
                                    inner_x[members]))
     spines = np.nonzero((bh >= 0.15 * h) & (bw <= max(6, 0.05 * w)))[0]
-    for j in spines:
-        marks = _spine_marks(labels, stats[j + 1], j + 1)
-        if marks is not None and len(marks[0]) >= p.min_ticks:
-            candidates.append(marks)
+    # a fan corner that reaches the ruler line cuts it (the grown sector is removed above):
+    # pieces on the same line are one ruler
+    for group in _same_line(stats[spines + 1]):
+        pieces = [_spine_marks(labels, stats[spines[i] + 1], spines[i] + 1) for i in group]
+        pieces = [m for m in pieces if m is not None]
+        if pieces:
+            marks = tuple(np.concatenate([m[i] for m in pieces]) for i in range(3))
+            if len(marks[0]) >= p.min_ticks:
+                candidates.append(marks)
     if not candidates:
         return None, (f"depth ruler: only {len(idx)} mark-sized blobs and no ruler line "
                       "outside the sector")
@@ -153,6 +158,23 @@ def find_depth_ruler(gray: np.ndarray, sector_mask: np.ndarray,
 def _rank(res: RulerResult) -> tuple[bool, float]:
     """Rulers with a major-mark pattern first, then the most regular long column."""
     return (res.major, res.n_ticks * (1.0 - min(1.0, 4.0 * res.residual_px / res.pitch_px)))
+
+
+def _same_line(spine_stats: np.ndarray) -> list[list[int]]:
+    """Group ruler-line components (rows of ``cv2`` stats) whose left edge and width agree
+    within 1 px: the pieces of one line cut by the sector."""
+    groups: list[list[int]] = []
+    keys: list[tuple[int, int]] = []
+    for i, st in enumerate(spine_stats):
+        key = (int(st[cv2.CC_STAT_LEFT]), int(st[cv2.CC_STAT_WIDTH]))
+        for g, k in zip(groups, keys, strict=True):
+            if abs(k[0] - key[0]) <= 1 and abs(k[1] - key[1]) <= 1:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+            keys.append(key)
+    return groups
 
 
 def _columns(xs: np.ndarray, tol: float) -> list[np.ndarray]:
@@ -227,6 +249,13 @@ def _fit_column(ys: np.ndarray, areas: np.ndarray, xs: np.ndarray,
             return None, "marks collapse onto one slot"
         pitch, offset = np.polyfit(k, ys_in, 1)
         pitch = float(pitch)
+        # the median of whole-pixel spacings is off by up to half a pixel (marks 17.55 px
+        # apart read as 18): marks lost to that drift far from the anchor rejoin once the
+        # pitch is refined
+        k_all = np.round((ys - offset) / pitch)
+        inl = np.abs(ys - offset - k_all * pitch) < p.pitch_tol * pitch
+        if inl.sum() > len(ys_in):
+            ys_in, areas_in, xs_in = ys[inl], areas[inl], xs[inl]
     k = np.round((ys_in - offset) / pitch).astype(int)
     # keep the longest run of slots with at most two missing marks between neighbours: a
     # stray blob (a text glyph) sitting on the grid a few slots away is not part of it
