@@ -155,3 +155,21 @@ def test_ruler_cut_by_the_fan_corner_with_a_fractional_pitch():
     assert res is not None, note
     assert abs(res.mm_per_px[1] / (10.0 / pitch) - 1.0) < 0.01, note
     assert res.n_ticks >= 20 and res.major, note
+
+
+@pytest.mark.parametrize("half_deg", [32.5, 37.27])
+def test_fan_mask_edges_are_drawn_at_the_exact_angle(half_deg):
+    """``cv2.ellipse`` rounds its end angles to whole degrees: a 32.5-degree edge came out at
+    33 degrees, 4 px past the corner of a 490-px fan (seed 9526: one ruler pixel exposed)."""
+    from sonoflow.stream.imaging.sector import _draw_fan
+
+    apex, radii = (319.5, -98.6), (131.0, 494.0)
+    th = math.radians(half_deg)
+    drawn = np.zeros((H, W), np.uint8)
+    _draw_fan(drawn, apex, radii, (-th, th))
+    fan, _, _ = _fan_mask(apex, radii, half_deg)
+    k = np.ones((3, 3), np.uint8)
+    grown = cv2.dilate(fan.astype(np.uint8), k) > 0
+    shrunk = cv2.erode(fan.astype(np.uint8), k) > 0
+    assert not ((drawn > 0) & ~grown).any(), "drawn more than 1 px outside the fan"
+    assert not (shrunk & (drawn == 0)).any(), "missed pixels more than 1 px inside the fan"
