@@ -48,8 +48,11 @@ class SectorParams:
             pixels (full resolution) begins in its near field, ...
         edge_near_frac: ... within this fraction of the fan's depth below the probe arc
             (the near field above a rib).
-        arc_search_px: the full-resolution probe-arc fit looks this far (px) above and
-            below the working-scale inner arc.
+        arc_search_px: the full-resolution arc fit looks this far (px) either side of the
+            working-scale arcs.
+        arc_frac_top, arc_frac_bottom: the arc fit takes columns within this fraction of the
+            fitted edge angles (the bottom arc's ends are often shadowed or dim, and a few
+            biased end points move the apex by pixels).
     """
 
     work_px: int = 320
@@ -68,6 +71,8 @@ class SectorParams:
     edge_run_px: int = 5
     edge_near_frac: float = 0.08
     arc_search_px: int = 8
+    arc_frac_top: float = 0.85
+    arc_frac_bottom: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -255,11 +260,11 @@ def refine_convex_fan(gray: np.ndarray, textured: np.ndarray, model: _Model, f: 
 
 
 def _arc_points(gray: np.ndarray, ax: float, ay: float, radius: float,
-                angles: tuple[float, float], level: float, search_px: int, top: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
+                angles: tuple[float, float], level: float, search_px: int, top: bool,
+                frac: float) -> tuple[np.ndarray, np.ndarray]:
     """Boundary points of one arc of a fan at full resolution.
 
-    Per column within 85 % of the edge ``angles``: the first (``top``) or last row, within
+    Per column within ``frac`` of the edge ``angles``: the first (``top``) or last row, within
     ``search_px`` of the circle of ``radius`` about ``(ax, ay)``, of a vertical run of three
     signal pixels, moved half a pixel out to the boundary. Columns whose window leaves the
     frame, or whose run touches the window's far side (something beyond the arc), are left
@@ -270,8 +275,8 @@ def _arc_points(gray: np.ndarray, ax: float, ay: float, radius: float,
     """
     h, w = gray.shape
     lo, hi = angles
-    x0 = int(math.ceil(ax + radius * math.sin(0.85 * lo)))
-    x1 = int(math.floor(ax + radius * math.sin(0.85 * hi)))
+    x0 = int(math.ceil(ax + radius * math.sin(frac * lo)))
+    x1 = int(math.floor(ax + radius * math.sin(frac * hi)))
     xs = np.arange(max(x0, 0), min(x1, w - 1) + 1)
     empty = (np.zeros(0), np.zeros(0))
     if xs.size < 10:
@@ -307,14 +312,15 @@ def _fit_arcs_full(gray: np.ndarray, model: _Model, f: int, level: float, p: Sec
     """
     ax, ay = ((model.apex[0] + 0.5) * f - 0.5, (model.apex[1] + 0.5) * f - 0.5)
     r_in, r_out = model.radii[0] * f, model.radii[1] * f
-    groups = [_arc_points(gray, ax, ay, r, model.angles, level, p.arc_search_px, top)
-              for r, top in ((r_in, True), (r_out, False))]
+    groups = [_arc_points(gray, ax, ay, r, model.angles, level, p.arc_search_px, top, frac)
+              for r, top, frac in ((r_in, True, p.arc_frac_top),
+                                   (r_out, False, p.arc_frac_bottom))]
     if any(g[0].size < 20 for g in groups):
         return None
     keep = [np.ones(g[0].size, bool) for g in groups]
     sol = None
     # circles about (cx, cy): x^2 + y^2 = 2 x cx + 2 y cy + c_arc, linear in cx, cy, c_arc
-    for _ in range(3):
+    for _ in range(4):
         a = np.zeros((sum(k.sum() for k in keep), 4))
         b = np.zeros(a.shape[0])
         row = 0
@@ -330,7 +336,9 @@ def _fit_arcs_full(gray: np.ndarray, model: _Model, f: int, level: float, p: Sec
         for gi, (x, y) in enumerate(groups):
             rr = math.sqrt(max(sol[2 + gi] + cx * cx + cy * cy, 0.0))
             resid = np.abs(np.hypot(x - cx, y - cy) - rr)
-            keep[gi] = resid <= max(1.0, float(np.percentile(resid[keep[gi]], 90)))
+            # a shadow reaching the bottom arc moves a run of points inward by up to the
+            # search window: cut at 3x the median residual, not at a percentile
+            keep[gi] = resid <= max(1.0, 3.0 * float(np.median(resid[keep[gi]])))
             if keep[gi].sum() < 20:
                 return None
     cx, cy = float(sol[0]), float(sol[1])
@@ -682,7 +690,7 @@ def _fit_arcs(blob: np.ndarray, ax: float, ay0: float, max_angle: float
         for gi, (_, gx, gy) in enumerate(groups):
             rr = np.sqrt(max(sol[1 + gi] + ay * ay, 0.0))
             resid = np.abs(np.hypot(gx - ax, gy - ay) - rr)
-            keep[gi] = resid <= max(1.5, np.percentile(resid, 80))
+            keep[gi] = resid <= max(1.0, 3.0 * float(np.median(resid[keep[gi]])))
             if keep[gi].sum() < 4:
                 return None
     ay = float(sol[0])
