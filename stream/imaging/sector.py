@@ -53,6 +53,8 @@ class SectorParams:
         arc_frac_top, arc_frac_bottom: the arc fit takes columns within this fraction of the
             fitted edge angles (the bottom arc's ends are often shadowed or dim, and a few
             biased end points move the apex by pixels).
+        arc_line_tol_rad: the arcs' apex is refused when a fitted side line runs flatter
+            than the edge ray from that apex by more than this (rad).
     """
 
     work_px: int = 320
@@ -73,6 +75,7 @@ class SectorParams:
     arc_search_px: int = 8
     arc_frac_top: float = 0.85
     arc_frac_bottom: float = 0.7
+    arc_line_tol_rad: float = math.radians(1.0)
 
 
 @dataclass(frozen=True)
@@ -220,16 +223,14 @@ def detect_sector(gray: np.ndarray, params: SectorParams | None = None) -> Secto
 
 def refine_convex_fan(gray: np.ndarray, textured: np.ndarray, model: _Model, f: int,
                       level: float, p: SectorParams) -> _Model:
-    """Refine a fitted convex fan at full resolution: apex height from the probe arc, then
-    side edges widened by :func:`widen_fan_edges`.
+    """Refine a fitted convex fan at full resolution: apex and radii from both arcs
+    (:func:`_fit_arcs_full`), then side edges widened by :func:`widen_fan_edges`.
 
-    The working-scale arcs fix the apex height only to a few full-resolution pixels (they
-    use the central part of each arc, at half resolution), and an apex a few pixels off
-    tilts edge rays measured near the probe by a degree at the far corners. The probe arc
-    spans the whole fan width even where ribs shadow the edges below it, so its
-    full-resolution points across (nearly) the full width fix the apex height and inner
-    radius; the outer radius keeps the bottom arc's measured position on the axis, and the
-    edge rays keep passing through the fitted side-line points.
+    The working-scale fit places the apex only to a few full-resolution pixels (side lines
+    from the hull, arcs from their central part at half resolution), and an apex a few
+    pixels off tilts edge rays measured near the probe by a degree at the far corners. The
+    full-resolution arcs fix it to about a pixel; the edge rays keep passing through the
+    fitted side-line points next to the far corners.
 
     Args:
         gray: uint8 (H, W) full-resolution grey frame.
@@ -254,7 +255,14 @@ def refine_convex_fan(gray: np.ndarray, textured: np.ndarray, model: _Model, f: 
             (xl, yl), (xr, yr) = model.edge_pts
             angles = (math.atan2(xl - ax, max(yl - ay, 1e-6)),
                       math.atan2(xr - ax, max(yr - ay, 1e-6)))
-        if angles[0] < 0 < angles[1] and 0 < r_in < r_out:
+        # A shadow at a side edge only makes that side's hull line steeper than the edge
+        # ray; a line flatter than the ray through its own far point means the side lines
+        # and the arcs disagree about the apex (a screen scaled unequally in x and y draws
+        # the arcs as ellipses): keep the fit that follows the visible edges.
+        flatter = model.line_angles is not None and (
+            -model.line_angles[0] > -angles[0] + p.arc_line_tol_rad
+            or model.line_angles[1] > angles[1] + p.arc_line_tol_rad)
+        if angles[0] < 0 < angles[1] and 0 < r_in < r_out and not flatter:
             model = replace(model, apex=(ax, ay), radii=(r_in, r_out), angles=angles)
     return replace(model, angles=widen_fan_edges(gray, textured, model, f, level, p))
 
@@ -442,6 +450,8 @@ class _Model:
     rect: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 (exclusive), working px
     # a point on each fitted side line (working px): the edge rays pass through them
     edge_pts: tuple[tuple[float, float], tuple[float, float]] | None = None
+    # directions of the fitted side lines from the vertical (rad)
+    line_angles: tuple[float, float] | None = None
 
     def render(self, shape: tuple[int, int], f: int, margin_px: int) -> SectorGeometry:
         """Draw the model's mask at scale ``f`` (full frame ``shape``) grown by ``margin_px``."""
@@ -638,7 +648,7 @@ def _fan_model(blob: np.ndarray, lines, p: SectorParams, area: int,
     if not angles[0] < 0 < angles[1]:
         return None
     return _Model(kind, 0.0, True, area, apex=(float(ax), float(ay)), radii=(r_in, r_out),
-                  angles=angles, edge_pts=edge_pts)
+                  angles=angles, edge_pts=edge_pts, line_angles=(math.atan(al), math.atan(ar)))
 
 
 def _fit_arcs(blob: np.ndarray, ax: float, ay0: float, max_angle: float
