@@ -10,8 +10,9 @@ the checks rest for ``backoff`` frames):
 
 * same sector (IoU >= ``same_iou``): nothing changes;
 * the new sector reaches outside the old one: the layout changed, take it now;
-* the new sector lies inside the old one: take it only when the part it gives up is empty
-  (screen background) on ``shrink_confirm`` consecutive checks. A probe lifting off one side,
+* the new sector lies inside the old one: take it only when it is a fitted model that is
+  not the same fan with narrower edges (same apex and radii), and the part it gives up is
+  empty (screen background) on ``shrink_confirm`` consecutive checks. A probe lifting off one side,
   a rib shadow or a dark frame darkens part of the sector without changing the layout, and
   lost-contact lines still carry reverberation, so they are never mistaken for a shrink.
 """
@@ -108,7 +109,7 @@ class SectorTracker:
             # signal) is no new layout
             self._adopt(new, gray)
             return new, True
-        if not self._given_up_is_background(gray, g, new):
+        if not (_shrink_plausible(g, new) and self._given_up_is_background(gray, g, new)):
             self._pending_shrink = 0
             if fired is not None:
                 self._quiet[fired] = self.backoff
@@ -179,3 +180,22 @@ class SectorTracker:
         vals = gray[lost]
         bg = background_level(self._coarse(gray))
         return float(np.percentile(vals, 99)) <= bg + self.params.threshold_grey
+
+
+def _shrink_plausible(old: SectorGeometry, new: SectorGeometry) -> bool:
+    """Whether a smaller re-detection can be a new layout rather than dark lines.
+
+    A fitted fan never shrinks to a bare hull (a lifted probe or a shadow leaves a blob
+    that no fan fits; simulator seed 9590 shrank to half the sector on the way back from a
+    lift-off), nor to a fan with the same apex and radii (the same probe at the same depth:
+    only its edge lines went dark). A new depth or probe changes the apex or the radii.
+    """
+    if old.fitted and not new.fitted:
+        return False
+    if old.apex_xy_px is None or new.apex_xy_px is None or old.radii_px is None \
+            or new.radii_px is None:
+        return True
+    tol_px = 0.02 * old.radii_px[1] + 2.0
+    moved = np.hypot(new.apex_xy_px[0] - old.apex_xy_px[0],
+                     new.apex_xy_px[1] - old.apex_xy_px[1])
+    return bool(moved > tol_px or abs(new.radii_px[1] - old.radii_px[1]) > tol_px)
