@@ -120,42 +120,27 @@ def decode_frame(outputs: dict[str, np.ndarray], card: ModelCard, index: int = 0
                         outputs["fibrosis"][index].astype(np.float32))
 
 
-def instance_mask(lesion: np.ndarray, boxes_xyxy_px: np.ndarray, grow: float = 0.5) -> np.ndarray:
+def instance_mask(lesion: np.ndarray, boxes_xyxy_px: np.ndarray) -> np.ndarray:
     """Split a binary lesion mask into detection instances.
 
-    Each connected lesion region that overlaps a detection's box gets that detection's id
-    (1-based, in the given order, so pass boxes by descending confidence: the first box wins),
-    including the part of the region that spills past the box, up to ``grow`` times the box's
-    side on each edge. A detection box a little smaller than the lesion so keeps the lesion's
-    real outline instead of a box-cut one, and a runaway mask cannot claim the whole frame.
-    Lesion pixels that touch no box stay 0 (they are not a detection).
+    Each lesion pixel inside a detection's box gets that detection's id (1-based, in the
+    given order, so pass boxes by descending confidence: the first box wins overlaps); lesion
+    pixels outside every box stay 0 (they are not a detection).
 
     Args:
         lesion: (H, W) bool.
         boxes_xyxy_px: (N, 4) boxes in the same pixels, N <= 255.
-        grow: how far past its box (in box sides) a detection's region may reach.
 
     Returns:
         (H, W) uint8 with values 0..N.
     """
     out = np.zeros(lesion.shape, np.uint8)
     H, W = lesion.shape
-    boxes = np.asarray(boxes_xyxy_px, np.float32).reshape(-1, 4)[:255]
-    if not len(boxes) or not lesion.any():
-        return out
-    n_cc, cc = cv2.connectedComponents(lesion.astype(np.uint8), connectivity=8)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes_xyxy_px)[:255]):
         c0, r0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
         c1, r1 = min(int(np.ceil(x1)), W), min(int(np.ceil(y1)), H)
         if c1 <= c0 or r1 <= r0:
             continue
-        touched = np.unique(cc[r0:r1, c0:c1])
-        touched = touched[touched > 0]
-        if not len(touched):
-            continue
-        gx, gy = grow * (x1 - x0), grow * (y1 - y0)
-        a0, b0 = max(int(np.floor(x0 - gx)), 0), max(int(np.floor(y0 - gy)), 0)
-        a1, b1 = min(int(np.ceil(x1 + gx)), W), min(int(np.ceil(y1 + gy)), H)
-        sub = out[b0:b1, a0:a1]
-        sub[(sub == 0) & np.isin(cc[b0:b1, a0:a1], touched)] = i + 1
+        sub = out[r0:r1, c0:c1]
+        sub[(sub == 0) & lesion[r0:r1, c0:c1]] = i + 1
     return out
