@@ -171,6 +171,9 @@ class _Base:
             self.ctx.term()
 
 
+HOLD_MAX_S = 60.0  # a finished stage waits this long at most for the supervisor's `stop`
+
+
 def _dropped(header: m.FrameHeader, reason: str) -> m.Packet:
     """A header-only copy of a frame, marked dropped (pixels are not forwarded)."""
     h = msgspec.structs.replace(header, status="dropped", error=reason, buffers=[])
@@ -188,6 +191,7 @@ class _Link:
     accepts: tuple[str, ...]
     all_frames: bool
     per_stream: dict[str, Any] = field(default_factory=dict)
+    processed: int = 0
 
 
 class StageRunner(_Base):
@@ -290,7 +294,12 @@ class StageRunner(_Base):
                         code = 3
                         return code
         finally:
+            # a fused runner: what each of its stages processed (the runner's own `processed`
+            # is its last stage's, as for a lone stage, so a fused sink reports progress right)
+            self.stats["per_stage"] = {link.name: link.processed for link in self._links}
             self.tell("done", stats=self.stats, code=code)
+            if code == 0 and not self.stopped and self.out is not None:
+                self._hold_until_stopped()
             try:
                 for link in self._links:
                     for inst in link.per_stream.values():
@@ -303,6 +312,21 @@ class StageRunner(_Base):
                     auth.stop()
                 self.close_sockets()
         return code
+
+    def _hold_until_stopped(self) -> None:
+        """After the last EOS, keep the output open until the supervisor ends the run.
+
+        A process that exits right after its last send can lose what it sent: libzmq stops
+        reading a connection while the receiver's queue is full, and when the sending process
+        is gone the bytes still waiting on that connection are dropped with it (reproduced:
+        30 small frames through 3 fast pass-through processes; the second stage got 17 and
+        the run hung waiting for the EOS). The supervisor says ``stop`` once the sink has
+        everything, so holding until then loses nothing; the bound only matters when the
+        supervisor is gone."""
+        deadline = time.monotonic() + HOLD_MAX_S
+        while not self.stopped and time.monotonic() < deadline:
+            self.heartbeat()
+            self.check_control(timeout_ms=100)
 
     def _deliver(self, i: int, p: m.Packet) -> None:
         """Hand ``p`` to link ``i`` of the chain; what it emits goes on to link ``i + 1``, and
@@ -383,7 +407,9 @@ class StageRunner(_Base):
                                            error_type=type(e).__name__, message=str(e))),
                     m.Packet(failed, {})]
         t_out = m.now_ns()
-        self.stats["processed"] += 1
+        link.processed += 1
+        if link is self._links[-1]:
+            self.stats["processed"] += 1
         self._consecutive = 0
         outs = _as_list(out)
         for q in outs:

@@ -274,6 +274,9 @@ def test_a_fused_chain_runs_every_stage_in_one_runner(tmp_path, mode):
     assert failed == [0, 7, 14, 21, 28, 35]
     assert all(r["error"].startswith("flaky: ") for r in recs if r["status"] == "failed")
     assert res.stages["fused"]["errors"] == 6
+    # counted per stage; the runner's own count is its last stage's (progress = the sink's)
+    assert res.stages["fused"]["per_stage"] == {"hop1": 40, "flaky": 34, "hop3": 34, "sink": 40}
+    assert res.stages["fused"]["processed"] == 40
     lat = json.loads((tmp_path / "latency.json").read_text())
     # every stage still stamps its own time on the 34 analysed frames
     assert all(lat["stages_ms"][k]["count"] == 34 for k in ("hop1", "flaky", "hop3"))

@@ -64,8 +64,12 @@ def run(args: argparse.Namespace) -> int:
         res = sup.run()
     finally:
         signal.signal(signal.SIGINT, previous)
-    drops = sum(st.get("drops", 0) for st in res.stages.values())
-    processed = {n: st.get("processed", 0) for n, st in res.stages.items()}
+    # drops happen before a stage (superseded in its queue) or at a full send queue, which
+    # can be the capture's; a fused runner reports what each of its stages processed
+    drops = sum(st.get("drops", 0) for st in (*res.stages.values(), *res.captures.values()))
+    processed = {}
+    for n, st in res.stages.items():
+        processed.update(st.get("per_stage") or {n: st.get("processed", 0)})
     print(f"live: {res.elapsed_s:.1f} s, frames processed per stage {processed}, "
           f"dropped by the latest policy {drops}", file=sys.stderr)
     for e in res.events:
