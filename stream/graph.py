@@ -168,6 +168,26 @@ def runner_units(stages: list[StageDecl]) -> list[tuple[str, list[StageDecl]]]:
     return units
 
 
+def grouped(pipeline: Pipeline, groups: dict[str, str]) -> Pipeline:
+    """The same pipeline with stages put in runner groups (``stage name -> group``); stages not
+    named keep their own group (or none).
+
+    Raises:
+        ConfigError: a name is not a stage, or a group is not one run of consecutive stages.
+    """
+    p = pipeline.with_overrides(None)
+    names = {s.name for s in p.stages}
+    unknown = sorted(set(groups) - names)
+    if unknown:
+        raise ConfigError(f"{p.path or p.name}: groups name no stage {unknown}; stages: "
+                          f"{sorted(names)}")
+    for s in p.stages:
+        if s.name in groups:
+            s.group = groups[s.name]
+    _check_groups(p.stages, p.path or p.name)
+    return p
+
+
 def fused(pipeline: Pipeline, group: str = "fused") -> Pipeline:
     """The same pipeline with every stage in one group: one runner runs the whole chain
     (one hop, capture -> chain), like a single-threaded scheduler."""

@@ -56,12 +56,38 @@ def test_overrides_merge_base_then_variant():
     ({"variant": [{"label": "x", "speed": 1}]}, "unknown key(s) ['speed']"),
     ({"matrix": {"colour": ["red"]}}, "[matrix] axes"),
     ({"matrix": {"mode": []}}, "non-empty list"),
+    ({"groups": {"hop1": 3}}, "`groups` maps a stage name"),
+    ({"variant": [{"label": "g", "groups": ["hop1"]}]}, "`groups` maps a stage name"),
 ])
 def test_bad_scenarios_are_rejected_with_the_reason(change, needle):
     with pytest.raises(ConfigError) as e:
         sc.parse({**BASE, **change}, "bad.toml")
     assert needle in str(e.value)
     assert "bad.toml" in str(e.value)
+
+
+def test_groups_put_stages_in_runners_per_variant():
+    from sonoflow.stream.bench.engines import build_pipeline
+    from sonoflow.stream.graph import runner_units
+
+    doc = {"source": BASE["source"], "stage": [{"key": "passthrough", "name": n}
+                                               for n in ("a", "b", "c")],
+           "variant": [{"label": "apart"},
+                       {"label": "ab", "groups": {"a": "front", "b": "front"}},
+                       {"label": "c+sink", "groups": {"c": "back", "sink": "back"}}]}
+    s = sc.parse(doc, "t.toml")
+    units = {c.label: [(n, [x.name for x in st]) for n, st in
+                       runner_units(build_pipeline(s, c).stages)] for c in s.cases}
+    assert units == {"apart": [("a", ["a"]), ("b", ["b"]), ("c", ["c"]), ("sink", ["sink"])],
+                     "ab": [("front", ["a", "b"]), ("c", ["c"]), ("sink", ["sink"])],
+                     "c+sink": [("a", ["a"]), ("b", ["b"]), ("back", ["c", "sink"])]}
+    bad = sc.parse({**doc, "variant": [{"label": "x", "groups": {"nope": "g"}}]}, "t.toml")
+    with pytest.raises(ConfigError, match=r"groups name no stage \['nope'\]"):
+        build_pipeline(bad, bad.cases[0])
+    split = sc.parse({**doc, "variant": [{"label": "x", "groups": {"a": "g", "c": "g"}}]},
+                     "t.toml")
+    with pytest.raises(ConfigError, match="not one run of consecutive stages"):
+        build_pipeline(split, split.cases[0])
 
 
 def test_missing_source_and_unknown_name():

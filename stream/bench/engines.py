@@ -35,6 +35,7 @@ from sonoflow.stream.graph import (
     StageDecl,
     Supervisor,
     fused,
+    grouped,
     load_pipeline,
     runner_units,
 )
@@ -87,7 +88,9 @@ def build_pipeline(scn: Scenario, case: Case) -> Pipeline:
                                                                  StageDecl("sink", "sink")]
     pipe = Pipeline(pipe.name, stages, pipe.policy, case.hwm or pipe.hwm, pipe.path)
     pipe = pipe.with_overrides(case.overrides)
-    return fused(pipe) if case.fuse else pipe
+    if case.fuse:
+        return fused(pipe)
+    return grouped(pipe, dict(case.groups)) if case.groups else pipe
 
 
 def run_case(scn: Scenario, case: Case, sources: list[str], work_dir: Path) -> RunOutput:

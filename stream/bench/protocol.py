@@ -164,6 +164,7 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             "hwm": pipe.hwm,
             "streams": case.streams, "overrides": case.overrides,
             "pipeline": [s.name for s in pipe.stages], "fused": case.fuse,
+            "groups": dict(case.groups),
             # socket hops a frame crosses after capture: one per runner (a fused chain is one)
             "hops": len(runner_units(pipe.stages)),
             "source": scn.source, "source_resolved": sources[:case.streams],

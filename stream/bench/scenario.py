@@ -18,6 +18,9 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     policy = "block"      # edge policy override; "" keeps the pipeline file's
     hwm = 0               # edge queue depth (ZeroMQ high-water marks); 0 keeps the pipeline's
     video = false         # the sink also encodes overlay.mp4
+    fuse = false          # true: the whole chain in one runner (one hop after capture)
+    groups = { preprocess = "front", quality = "front" }  # stage name -> runner group:
+                          # consecutive stages of a group share one runner (see graph.py)
 
     [[stage]]             # inline pipeline (instead of `pipeline`); a sink is appended
     key = "passthrough"
@@ -54,10 +57,10 @@ MODES = ("threads", "processes", "tcp")
 PACINGS = ("fast", "realtime")
 AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse")
 _TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
-             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "video", "stage",
-             "overrides", "matrix", "variant", "expect"}
+             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "groups",
+             "video", "stage", "overrides", "matrix", "variant", "expect"}
 _VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "fuse",
-                 "overrides"}
+                 "groups", "overrides"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "question": str, "source": str, "prerender": bool,
     "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
@@ -79,6 +82,8 @@ class Case:
         hwm: edge queue depth override (0 keeps the pipeline's).
         fuse: run the whole chain fused in one runner (one hop; sonoflow engine only).
         overrides: stage name -> config overrides.
+        groups: ``(stage name, group)`` pairs: consecutive stages of one group share a runner
+            (sonoflow engine only; ``fuse`` takes precedence).
     """
 
     label: str
@@ -90,6 +95,7 @@ class Case:
     hwm: int = 0
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
     fuse: bool = False
+    groups: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -254,6 +260,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
             "pacing": doc.get("pacing", "fast"), "streams": int(doc.get("streams", 1)),
             "policy": doc.get("policy", ""), "hwm": int(doc.get("hwm", 0)),
             "fuse": bool(doc.get("fuse", False)),
+            "groups": _groups(where, doc.get("groups")),
             "overrides": _overrides(where, doc.get("overrides"))}
     matrix = doc.get("matrix", {})
     if not isinstance(matrix, dict) or set(matrix) - set(AXES):
@@ -275,14 +282,17 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
                 _check_type(f"{where} [[variant]] #{vi + 1}", k, var[k], _TYPES[k])
         axes = [a for a in matrix if a not in var]  # a variant's own setting pins its axis
         for point in itertools.product(*(matrix[a] for a in axes)) if axes else [()]:
-            c = {**base, **{k: v for k, v in var.items() if k not in ("label", "overrides")},
+            c = {**base, **{k: v for k, v in var.items()
+                            if k not in ("label", "overrides", "groups")},
                  **dict(zip(axes, point, strict=True))}
+            if "groups" in var:
+                c["groups"] = _groups(f"{where} [[variant]] #{vi + 1}", var["groups"])
             ov = {k: dict(v) for k, v in base["overrides"].items()}
             for name, cfg in _overrides(where, var.get("overrides")).items():
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
             key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
-                   case.fuse, json.dumps(case.overrides, sort_keys=True))
+                   case.fuse, case.groups, json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
             seen.add(key)
@@ -326,6 +336,15 @@ def _overrides(where: str, ov: Any) -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in ov.items()}
 
 
+def _groups(where: str, g: Any) -> tuple[tuple[str, str], ...]:
+    if g is None:
+        return ()
+    if not isinstance(g, dict) or not all(isinstance(v, str) and v for v in g.values()):
+        raise ConfigError(f"{where}: `groups` maps a stage name to a group name (a string), "
+                          f"got {g!r}")
+    return tuple(sorted(g.items()))
+
+
 def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: str,
           axes: list[str], point: tuple) -> Case:
     if c["engine"] not in ENGINES:
@@ -347,7 +366,7 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
             raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
                               f"streams={c['streams']}")
         # no edges, no execution modes: the pipeline-only settings do not apply
-        c["mode"], c["hwm"], c["policy"], c["fuse"] = "-", 0, "", False
+        c["mode"], c["hwm"], c["policy"], c["fuse"], c["groups"] = "-", 0, "", False, ()
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])
@@ -365,4 +384,4 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
         parts = [c["engine"] if c["engine"] != "sonoflow" else c["mode"]]
     return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
                 streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov,
-                fuse=bool(c.get("fuse", False)))
+                fuse=bool(c.get("fuse", False)), groups=tuple(c.get("groups", ())))
