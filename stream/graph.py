@@ -39,7 +39,13 @@ import zmq
 
 from sonoflow.stream import transport
 from sonoflow.stream.errors import ConfigError, StageError
-from sonoflow.stream.runner import POLICIES, CaptureRunner, RunnerSpec, StageRunner
+from sonoflow.stream.runner import (
+    POLICIES,
+    CaptureRunner,
+    InlineRunner,
+    RunnerSpec,
+    StageRunner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +208,10 @@ def fused(pipeline: Pipeline, group: str = "fused") -> Pipeline:
 
 
 def _run_spec(spec: RunnerSpec, ctx: zmq.Context | None = None) -> int:
-    runner = CaptureRunner(spec, ctx) if spec.key is None else StageRunner(spec, ctx)
+    if spec.key is None:
+        runner = InlineRunner(spec, ctx) if spec.chain else CaptureRunner(spec, ctx)
+    else:
+        runner = StageRunner(spec, ctx)
     return runner.run()
 
 
@@ -303,6 +312,8 @@ class Supervisor:
             the run is stopped (threads, which cannot be killed).
         max_restarts: restarts per stage before the run is failed.
         on_progress: called with the sink's processed-frame count.
+        inline_capture: the capture runs the first runner's stages itself (one stream): no
+            socket between the source and the first stage group (see ``InlineRunner``).
     """
 
     def __init__(self, pipeline: Pipeline, sources: list[str], *, mode: str = "threads",
@@ -311,7 +322,8 @@ class Supervisor:
                  source_options: dict[str, Any] | None = None, stream_ids: list[str] | None = None,
                  max_frames: int | None = None, taps: bool = False,
                  on_progress: Callable[[int], None] | None = None,
-                 on_ready: Callable[[dict], None] | None = None):
+                 on_ready: Callable[[dict], None] | None = None,
+                 inline_capture: bool = False):
         if pacing not in ("fast", "realtime"):
             raise ConfigError(f"pacing {pacing!r}; expected 'fast' or 'realtime'")
         if policy is not None and policy not in POLICIES:
@@ -329,6 +341,9 @@ class Supervisor:
         self.taps = taps
         self.on_progress = on_progress
         self.on_ready = on_ready
+        self.inline_capture = inline_capture
+        if inline_capture and len(sources) != 1:
+            raise ConfigError(f"inline capture runs one stream; got {len(sources)} sources")
         self.run_id = uuid.uuid4().hex[:8]
         self.plan = transport.EndpointPlan(mode, self.run_id)
         self.stream_ids = stream_ids or _unique_ids(sources)
@@ -359,6 +374,16 @@ class Supervisor:
                 source_options=self.source_options, max_frames=self.max_frames,
                 tap_endpoint=self.plan.endpoint(f"tap-capture-{sid}") if self.taps else None))
         units = runner_units(stages)
+        if self.inline_capture:
+            # the capture runs the first unit's stages; the rest of the graph is unchanged
+            cap, (_, first) = specs[0], units[0]
+            nxt = units[1] if len(units) > 1 else None
+            cap.chain = [{"name": d.name, "key": d.key, "config": d.config} for d in first]
+            cap.input_policy = first_policy  # the edge the chain replaces: drop-late if latest
+            cap.output_endpoint = self.plan.endpoint(f"in-{nxt[1][0].name}") if nxt else None
+            cap.output_policy = (self.policy or nxt[1][0].policy or self.pipeline.policy) \
+                if nxt else "block"
+            units = units[1:]
         for i, (name, members) in enumerate(units):
             s = members[0]
             pol_in = self.policy or s.policy or self.pipeline.policy

@@ -89,6 +89,8 @@ class _Base:
 
     # -- control ------------------------------------------------------------------------
     def _open_control(self) -> None:
+        if self.ctrl is not None:
+            return
         self.ctrl = transport.configure(self.ctx.socket(zmq.DEALER), sndhwm=transport.CONTROL_HWM,
                                         rcvhwm=transport.CONTROL_HWM)
         self.ctrl.setsockopt(zmq.IDENTITY, self.spec.name.encode())
@@ -197,6 +199,8 @@ class _Link:
 class StageRunner(_Base):
     """Runs one stage, or a fused chain of stages (no hop between them): receive, process,
     stamp, send; EOS, errors, heartbeats."""
+
+    _count_last_link = True  # the runner's `processed` is its last stage's
 
     def _open_chain(self) -> list[_Link]:
         from sonoflow.stream import stage as stage_registry
@@ -332,7 +336,7 @@ class StageRunner(_Base):
         """Hand ``p`` to link ``i`` of the chain; what it emits goes on to link ``i + 1``, and
         past the last link out of the runner (in order, depth first)."""
         if i == len(self._links):
-            self.send(p)
+            _Base.send(self, p)
             return
         link = self._links[i]
         h = p.header
@@ -408,7 +412,7 @@ class StageRunner(_Base):
                     m.Packet(failed, {})]
         t_out = m.now_ns()
         link.processed += 1
-        if link is self._links[-1]:
+        if link is self._links[-1] and self._count_last_link:
             self.stats["processed"] += 1
         self._consecutive = 0
         outs = _as_list(out)
@@ -461,6 +465,8 @@ class CaptureRunner(_Base):
             self.check_control(timeout_ms=50)
         seq = -1
         reason, error = "end", None
+        self._lag_s = 0.0
+        self._period_s = 1.0 / source.fps if source.fps else 0.0
         t0_wall = None
         pts0 = None
         cal = source.calibration
@@ -490,6 +496,7 @@ class CaptureRunner(_Base):
                     if t0_wall is None:
                         t0_wall, pts0 = time.monotonic(), pts_s
                     delay = t0_wall + (pts_s - pts0) - time.monotonic()
+                    self._lag_s = -delay  # > 0: the frame is already late when read
                     while delay > 0 and not self.stopped:
                         self.check_control(timeout_ms=int(min(delay, 0.05) * 1000) + 1)
                         delay = t0_wall + (pts_s - pts0) - time.monotonic()
@@ -550,3 +557,69 @@ class CaptureRunner(_Base):
                 if self.stopped:
                     deadline = min(deadline, time.monotonic() + 0.5)
                 self.out.poll(20, zmq.POLLOUT)
+
+
+class InlineRunner(CaptureRunner, StageRunner):
+    """A capture that runs the first stages of the pipeline itself.
+
+    Each frame goes from the source through the chain by function call: no socket, no
+    encode / decode, no thread or process hand-over, the way a single-threaded scheduler runs
+    a graph. What leaves the chain goes on by socket as usual (nothing, when the chain ends
+    with the sink). One stream per inline runner.
+
+    With the ``latest`` policy on the capture's edge, a frame read later than one frame
+    period after it came due (the chain was still busy with an earlier one) is not analysed:
+    it is counted as a drop and passed on header-only, so a slow chain never makes the
+    capture fall behind the clock. With ``block`` every frame is analysed, late or not.
+    """
+
+    _count_last_link = False  # `processed` counts frames captured; per-stage counts are apart
+
+    def run(self) -> int:
+        self._consecutive = 0
+        self._eos_sent = False
+        self._open_control()
+        try:
+            self._links = self._open_chain()
+        except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
+            names = ", ".join(d["name"] for d in self.spec.chain)
+            msg = f"stage(s) {names} failed to open in {self.spec.name!r}: {type(e).__name__}: {e}"
+            log.error(msg)
+            self.tell("fatal", message=msg)
+            time.sleep(0.05)
+            self.close_sockets()
+            return 2
+        try:
+            return CaptureRunner.run(self)
+        finally:
+            for link in self._links:
+                for inst in link.per_stream.values():
+                    if inst is not link.stage:
+                        inst.close()
+                link.stage.close()
+
+    def send(self, packet: m.Packet) -> None:
+        h = packet.header
+        if isinstance(h, m.FrameHeader) and "image" in packet.arrays \
+                and self.spec.input_policy == "latest" and self._period_s \
+                and self._lag_s > self._period_s:
+            self.stats["drops"] += 1
+            packet = _dropped(h, f"latest: late by {self._lag_s * 1000:.0f} ms before "
+                                 f"{self._links[0].name}")
+        self._deliver(0, packet)
+        self.stats["per_stage"] = {link.name: link.processed for link in self._links}
+        if self._consecutive > self.spec.max_consecutive_errors:
+            msg = (f"{self.spec.name!r}: {self._consecutive} consecutive errors in its stages "
+                   f"(limit {self.spec.max_consecutive_errors}); stopping")
+            log.error(msg)
+            self.tell("fatal", message=msg)
+            self.stopped = True
+
+    def _send_eos(self, packet: m.Packet, stopping: bool) -> None:
+        # through the chain once (its stages flush); the repeats that guard against an EOS
+        # lost to a restarting stage go out of the chain's end only
+        if not self._eos_sent:
+            self._eos_sent = True
+            self._deliver(0, packet)
+        elif self.out is not None:
+            CaptureRunner._send_eos(self, packet, stopping)

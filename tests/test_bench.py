@@ -57,6 +57,7 @@ def test_overrides_merge_base_then_variant():
     ({"matrix": {"colour": ["red"]}}, "[matrix] axes"),
     ({"matrix": {"mode": []}}, "non-empty list"),
     ({"groups": {"hop1": 3}}, "`groups` maps a stage name"),
+    ({"inline": True, "streams": 2}, "inline capture runs one stream"),
     ({"variant": [{"label": "g", "groups": ["hop1"]}]}, "`groups` maps a stage name"),
 ])
 def test_bad_scenarios_are_rejected_with_the_reason(change, needle):
@@ -196,6 +197,10 @@ mode = "threads"
 [[variant]]
 label = "plain"
 engine = "plain"
+[[variant]]
+label = "inline"
+fuse = true
+inline = true
 [expect]
 drop_rate_max = 0.0
 """)
@@ -204,7 +209,7 @@ drop_rate_max = 0.0
                  "--work", str(tmp_path / "work")])
     assert code == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["case"] for r in recs] == ["threads", "plain"]
+    assert [r["case"] for r in recs] == ["threads", "plain", "inline"]
     for r in recs:
         # the keys DESIGN.md's output contract fixes
         for k in ("scenario", "machine", "e2e_ms", "stages_ms", "drop_rate", "throughput_fps",
@@ -219,6 +224,9 @@ drop_rate_max = 0.0
         assert r["checks"]["drop_rate_max"]["pass"]
         assert r["processes"] and r["versions"]["sonoflow"]
     assert recs[0]["hops"] == 2 and recs[0]["pipeline"] == ["hop1", "sink"]
+    # capture, hop1 and sink in one runner: no socket at all, so no per-hop figure
+    assert recs[2]["hops"] == 0 and recs[2]["inline_capture"] and recs[2]["fused"]
+    assert recs[2]["hop_ms"]["count"] == 0 or math.isnan(recs[2]["hop_ms"]["p50"])
     assert "plain" in recs[0]["vs"]
     md = out.with_suffix(".md").read_text()
     assert "### tiny" in md and "| threads |" in md and "| plain |" in md

@@ -313,3 +313,72 @@ def test_bad_groups_are_refused_with_the_file_named(tmp_path, body, problem):
     with pytest.raises(ConfigError, match=problem) as e:
         load_pipeline(str(f))
     assert str(f) in str(e.value)
+
+
+# ---- inline capture: the capture runs the first runner's stages itself ----------------------
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_inline_capture_runs_the_whole_chain_without_a_socket(tmp_path, mode):
+    from sonoflow.stream.graph import fused
+
+    pipe = _pipe(tmp_path, ("hop1", "passthrough", {}), ("flaky", "passthrough",
+                                                         {"fail_every": 7}))
+    sup = Supervisor(fused(pipe), ["pattern:frames=40,width=64,height=64"], mode=mode,
+                     inline_capture=True)
+    assert len(sup.specs) == 1 and sup.specs[0].chain, "one runner: capture + the chain"
+    res = sup.run()
+    assert res.ok, (res.error, res.events)
+    assert res.stages == {}
+    (cap,) = res.captures.values()
+    assert cap["per_stage"] == {"hop1": 40, "flaky": 34, "sink": 40}
+    assert cap["processed"] == 40 and cap["errors"] == 6
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(40))
+    assert [r["seq"] for r in recs if r["status"] == "failed"] == [0, 7, 14, 21, 28, 35]
+    lat = json.loads((tmp_path / "latency.json").read_text())
+    # latency counts the 34 analysed frames, each stamped by every stage
+    assert all(lat["stages_ms"][k]["count"] == 34 for k in ("hop1", "flaky"))
+
+
+def test_inline_capture_feeds_the_rest_of_the_graph_by_socket(tmp_path):
+    pipe = _pipe(tmp_path, ("a", "passthrough", {}), ("b", "passthrough", {}))
+    pipe.stages[0].group = "front"
+    sup = Supervisor(pipe, ["pattern:frames=60,width=64,height=64"], mode="processes",
+                     inline_capture=True)
+    assert [s.name for s in sup.specs][1:] == ["b", "sink"]
+    assert [d["name"] for d in sup.specs[0].chain] == ["a"]
+    res = sup.run()
+    assert res.ok, (res.error, res.events)
+    assert [(r["seq"], r["status"]) for r in _records(tmp_path)] == \
+        [(i, "analysed") for i in range(60)]
+    assert res.stages["b"]["processed"] == 60
+
+
+def test_inline_capture_drops_late_frames_under_the_latest_policy(tmp_path):
+    from sonoflow.stream.graph import fused
+
+    # a 25 ms chain fed at 100 fps: frames that come due while the chain is busy are dropped,
+    # counted and forwarded header-only, so the capture never falls behind the clock
+    pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 25}))
+    res = Supervisor(fused(pipe), ["pattern:frames=200,fps=100,width=64,height=64"],
+                     policy="latest", pacing="realtime", inline_capture=True).run()
+    assert res.ok, res.error
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(200))
+    dropped = [r for r in recs if r["status"] == "dropped"]
+    analysed = [r for r in recs if r["status"] == "analysed"]
+    assert len(dropped) > 60 and len(analysed) > 30
+    (cap,) = res.captures.values()
+    assert cap["drops"] == len(dropped)
+    assert all(r["reason"].startswith("latest: late by") for r in dropped)
+    e2e = sorted(r["latency_ms"]["e2e"] for r in analysed)
+    assert e2e[-1] < 100, e2e[-5:]
+
+
+def test_inline_capture_takes_one_stream():
+    from sonoflow.stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="inline capture runs one stream"):
+        Supervisor(load_pipeline("relay"), ["pattern:frames=5", "pattern:frames=5"],
+                   inline_capture=True)

@@ -139,7 +139,7 @@ def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path)
 
     sup = Supervisor(pipe, list(sources), mode=case.mode, pacing=case.pacing,
                      policy=case.policy or None, stream_ids=sids, max_frames=scn.frames,
-                     on_ready=on_ready)
+                     on_ready=on_ready, inline_capture=case.inline)
     holder["sup"] = sup
     # a run that never ends (a lost end-of-stream, a stuck stage the watchdog cannot see) is
     # stopped and reported instead of hanging the benchmark
@@ -152,7 +152,9 @@ def _run_sonoflow(scn: Scenario, case: Case, sources: list[str], work_dir: Path)
     finally:
         timer.cancel()
     sampler.stop()
-    out = RunOutput(hops=len(runner_units(pipe.stages)), elapsed_s=res.elapsed_s, ok=res.ok, error=res.error,
+    # socket hops after capture; an inline capture saves the first
+    hops = len(runner_units(pipe.stages)) - (1 if case.inline else 0)
+    out = RunOutput(hops=hops, elapsed_s=res.elapsed_s, ok=res.ok, error=res.error,
                     events=list(res.events), processes=sampler.summary())
     if res.elapsed_s >= limit_s:
         out.ok = False

@@ -164,9 +164,10 @@ def run_scenario(scn: Scenario, work_root: Path, note: str = "",
             "hwm": pipe.hwm,
             "streams": case.streams, "overrides": case.overrides,
             "pipeline": [s.name for s in pipe.stages], "fused": case.fuse,
-            "groups": dict(case.groups),
-            # socket hops a frame crosses after capture: one per runner (a fused chain is one)
-            "hops": len(runner_units(pipe.stages)),
+            "groups": dict(case.groups), "inline_capture": case.inline,
+            # socket hops a frame crosses after capture: one per runner (a fused chain is
+            # one), less the one an inline capture saves
+            "hops": len(runner_units(pipe.stages)) - (1 if case.inline else 0),
             "source": scn.source, "source_resolved": sources[:case.streams],
             "protocol": {"frames": scn.frames, "runs": scn.runs, "skip": scn.skip,
                          "runs_ok": len(usable),
@@ -208,7 +209,7 @@ def _compare(records: list[dict[str, Any]]) -> None:
                 "overhead_p50_minus_ms": round(rec["overhead_ms"]["p50"] - o, 4),
                 "cpu_per_frame_minus_ms_per_hop": (
                     round((rec["cpu_ms_per_frame"] - ref["cpu_ms_per_frame"]) / rec["hops"], 4)
-                    if rec["cpu_ms_per_frame"] is not None
+                    if rec["cpu_ms_per_frame"] is not None and rec["hops"]
                     and ref["cpu_ms_per_frame"] is not None else None),
             }
         rec["vs"] = vs

@@ -19,6 +19,8 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     hwm = 0               # edge queue depth (ZeroMQ high-water marks); 0 keeps the pipeline's
     video = false         # the sink also encodes overlay.mp4
     fuse = false          # true: the whole chain in one runner (one hop after capture)
+    inline = false        # true: the capture runs the first runner's stages itself (no socket
+                          # between source and chain; with fuse = true, no socket at all)
     groups = { preprocess = "front", quality = "front" }  # stage name -> runner group:
                           # consecutive stages of a group share one runner (see graph.py)
 
@@ -55,16 +57,18 @@ from sonoflow.stream.errors import ConfigError
 ENGINES = ("sonoflow", "plain", "holoscan-greedy", "holoscan-event")
 MODES = ("threads", "processes", "tcp")
 PACINGS = ("fast", "realtime")
-AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse")
+AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse", "inline")
 _TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
-             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "groups",
+             "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "inline",
+             "groups",
              "video", "stage", "overrides", "matrix", "variant", "expect"}
 _VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "fuse",
-                 "groups", "overrides"}
+                 "inline", "groups", "overrides"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "question": str, "source": str, "prerender": bool,
     "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
-    "streams": int, "policy": str, "hwm": int, "fuse": bool, "video": bool, "label": str,
+    "streams": int, "policy": str, "hwm": int, "fuse": bool, "inline": bool, "video": bool,
+    "label": str,
     "engine": str}
 
 
@@ -82,6 +86,7 @@ class Case:
         hwm: edge queue depth override (0 keeps the pipeline's).
         fuse: run the whole chain fused in one runner (one hop; sonoflow engine only).
         overrides: stage name -> config overrides.
+        inline: the capture runs the first runner's stages (one stream; sonoflow only).
         groups: ``(stage name, group)`` pairs: consecutive stages of one group share a runner
             (sonoflow engine only; ``fuse`` takes precedence).
     """
@@ -96,6 +101,7 @@ class Case:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
     fuse: bool = False
     groups: tuple[tuple[str, str], ...] = ()
+    inline: bool = False
 
 
 @dataclass
@@ -260,6 +266,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
             "pacing": doc.get("pacing", "fast"), "streams": int(doc.get("streams", 1)),
             "policy": doc.get("policy", ""), "hwm": int(doc.get("hwm", 0)),
             "fuse": bool(doc.get("fuse", False)),
+            "inline": bool(doc.get("inline", False)),
             "groups": _groups(where, doc.get("groups")),
             "overrides": _overrides(where, doc.get("overrides"))}
     matrix = doc.get("matrix", {})
@@ -292,7 +299,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
             key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
-                   case.fuse, case.groups, json.dumps(case.overrides, sort_keys=True))
+                   case.fuse, case.inline, case.groups, json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
             seen.add(key)
@@ -361,12 +368,15 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
                           f"{c['hwm']!r}")
     if not isinstance(c["streams"], int) or c["streams"] < 1:
         raise ConfigError(f"{where}: streams must be an integer >= 1, got {c['streams']!r}")
+    if c.get("inline") and c["streams"] != 1:
+        raise ConfigError(f"{where}: inline capture runs one stream; got streams={c['streams']}")
     if c["engine"] != "sonoflow":
         if c["streams"] != 1:
             raise ConfigError(f"{where}: engine {c['engine']!r} measures one stream; got "
                               f"streams={c['streams']}")
         # no edges, no execution modes: the pipeline-only settings do not apply
         c["mode"], c["hwm"], c["policy"], c["fuse"], c["groups"] = "-", 0, "", False, ()
+        c["inline"] = False
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])
@@ -375,13 +385,15 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
             continue
         if a == "hwm" and c["engine"] != "sonoflow":
             continue
-        if a == "fuse" and c["engine"] != "sonoflow":
+        if a in ("fuse", "inline") and c["engine"] != "sonoflow":
             continue
         parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else
                      f"hwm {v}" if a == "hwm" else
-                     ("fused" if v else "one runner per stage") if a == "fuse" else str(v))
+                     ("fused" if v else "one runner per stage") if a == "fuse" else
+                     ("inline capture" if v else "capture apart") if a == "inline" else str(v))
     if not parts:
         parts = [c["engine"] if c["engine"] != "sonoflow" else c["mode"]]
     return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
                 streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov,
-                fuse=bool(c.get("fuse", False)), groups=tuple(c.get("groups", ())))
+                fuse=bool(c.get("fuse", False)), groups=tuple(c.get("groups", ())),
+                inline=bool(c.get("inline", False)))
