@@ -175,8 +175,8 @@ def runner_units(stages: list[StageDecl]) -> list[tuple[str, list[StageDecl]]]:
 
 
 def grouped(pipeline: Pipeline, groups: dict[str, str]) -> Pipeline:
-    """The same pipeline with stages put in runner groups (``stage name -> group``); stages not
-    named keep their own group (or none).
+    """The same pipeline with stages put in runner groups (``stage name -> group``; ``""``
+    gives a stage a runner of its own); stages not named keep the pipeline file's group.
 
     Raises:
         ConfigError: a name is not a stage, or a group is not one run of consecutive stages.
@@ -189,7 +189,7 @@ def grouped(pipeline: Pipeline, groups: dict[str, str]) -> Pipeline:
                           f"{sorted(names)}")
     for s in p.stages:
         if s.name in groups:
-            s.group = groups[s.name]
+            s.group = groups[s.name] or None
     _check_groups(p.stages, p.path or p.name)
     return p
 

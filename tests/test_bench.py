@@ -75,13 +75,20 @@ def test_groups_put_stages_in_runners_per_variant():
                                                for n in ("a", "b", "c")],
            "variant": [{"label": "apart"},
                        {"label": "ab", "groups": {"a": "front", "b": "front"}},
-                       {"label": "c+sink", "groups": {"c": "back", "sink": "back"}}]}
+                       {"label": "c+sink", "groups": {"c": "back", "sink": "back"}},
+                       {"label": "b alone", "groups": {"b": ""}}]}
     s = sc.parse(doc, "t.toml")
     units = {c.label: [(n, [x.name for x in st]) for n, st in
                        runner_units(build_pipeline(s, c).stages)] for c in s.cases}
     assert units == {"apart": [("a", ["a"]), ("b", ["b"]), ("c", ["c"]), ("sink", ["sink"])],
                      "ab": [("front", ["a", "b"]), ("c", ["c"]), ("sink", ["sink"])],
-                     "c+sink": [("a", ["a"]), ("b", ["b"]), ("back", ["c", "sink"])]}
+                     "c+sink": [("a", ["a"]), ("b", ["b"]), ("back", ["c", "sink"])],
+                     "b alone": [("a", ["a"]), ("b", ["b"]), ("c", ["c"]), ("sink", ["sink"])]}
+    # the scenario's groups, a variant's over them ("" = a runner of its own)
+    both = sc.parse({**doc, "groups": {"a": "g", "b": "g"},
+                     "variant": [{"label": "ab"}, {"label": "a", "groups": {"b": ""}}]}, "t.toml")
+    assert [[n for n, _ in runner_units(build_pipeline(both, c).stages)] for c in both.cases] \
+        == [["g", "c", "sink"], ["g", "b", "c", "sink"]]
     bad = sc.parse({**doc, "variant": [{"label": "x", "groups": {"nope": "g"}}]}, "t.toml")
     with pytest.raises(ConfigError, match=r"groups name no stage \['nope'\]"):
         build_pipeline(bad, bad.cases[0])

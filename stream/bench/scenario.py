@@ -22,7 +22,8 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     inline = false        # true: the capture runs the first runner's stages itself (no socket
                           # between source and chain; with fuse = true, no socket at all)
     groups = { preprocess = "front", quality = "front" }  # stage name -> runner group:
-                          # consecutive stages of a group share one runner (see graph.py)
+                          # consecutive stages of a group share one runner (see graph.py);
+                          # "" takes a stage out of the pipeline file's group
 
     [[stage]]             # inline pipeline (instead of `pipeline`); a sink is appended
     key = "passthrough"
@@ -292,8 +293,9 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
             c = {**base, **{k: v for k, v in var.items()
                             if k not in ("label", "overrides", "groups")},
                  **dict(zip(axes, point, strict=True))}
-            if "groups" in var:
-                c["groups"] = _groups(f"{where} [[variant]] #{vi + 1}", var["groups"])
+            if "groups" in var:  # over the scenario's own, as overrides are
+                own = _groups(f"{where} [[variant]] #{vi + 1}", var["groups"])
+                c["groups"] = tuple(sorted({**dict(base["groups"]), **dict(own)}.items()))
             ov = {k: dict(v) for k, v in base["overrides"].items()}
             for name, cfg in _overrides(where, var.get("overrides")).items():
                 ov.setdefault(name, {}).update(cfg)
@@ -346,9 +348,9 @@ def _overrides(where: str, ov: Any) -> dict[str, dict[str, Any]]:
 def _groups(where: str, g: Any) -> tuple[tuple[str, str], ...]:
     if g is None:
         return ()
-    if not isinstance(g, dict) or not all(isinstance(v, str) and v for v in g.values()):
-        raise ConfigError(f"{where}: `groups` maps a stage name to a group name (a string), "
-                          f"got {g!r}")
+    if not isinstance(g, dict) or not all(isinstance(v, str) for v in g.values()):
+        raise ConfigError(f"{where}: `groups` maps a stage name to a group name (a string; "
+                          f"\"\" = a runner of its own), got {g!r}")
     return tuple(sorted(g.items()))
 
 

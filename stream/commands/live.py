@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taps", action="store_true",
                    help="publish every edge on a tap endpoint for `sonoflow inspect`")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--inline-capture", action="store_true",
+                   help="the capture runs the first runner's stages itself (no socket between "
+                        "them; frames that come due while those stages are busy are dropped "
+                        "and counted)")
 
 
 def build_live_pipeline(args: argparse.Namespace):
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     pipe = build_live_pipeline(args)
     sup = Supervisor(pipe, [args.source], mode=args.mode, policy="latest",
                      pacing="fast" if args.fast else "realtime", taps=args.taps,
-                     max_frames=args.max_frames, watchdog_s=30.0)
+                     max_frames=args.max_frames, watchdog_s=30.0,
+                     inline_capture=args.inline_capture)
     if args.taps:
         for name, ep in sup.tap_endpoints().items():
             print(f"tap {name}: {ep}", file=sys.stderr)
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     processed = {}
     for n, st in res.stages.items():
         processed.update(st.get("per_stage") or {n: st.get("processed", 0)})
+    for st in res.captures.values():  # an inline capture's own stages
+        processed.update(st.get("per_stage") or {})
     print(f"live: {res.elapsed_s:.1f} s, frames processed per stage {processed}, "
           f"dropped by the latest policy {drops}", file=sys.stderr)
     for e in res.events:
