@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -234,7 +233,8 @@ class ClipRun:
 
 
 def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
-             infer_config: dict[str, Any] | None = None) -> ClipRun:
+             infer_config: dict[str, Any] | None = None,
+             aggregate_config: dict[str, Any] | None = None) -> ClipRun:
     """Simulate one clip and push it through the stages in process."""
     from sonoflow.stream.sim import sample_case, simulate_clip
 
@@ -249,7 +249,8 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
     cls_det = ClassifierOnTruthBoxes(seed, truth) if detector_kind == "gt-boxes-classifier" \
         else None
     track = create("track")
-    aggs = {m: create("aggregate", {"method": m}) for m in ("log_odds", "attention")}
+    aggs = {m: create("aggregate", {**(aggregate_config or {}), "method": m})
+            for m in ("log_odds", "attention")}
     for s in [*stages, *([infer] if infer else []), track, *aggs.values()]:
         s.open()
     run = ClipRun(seed=seed, truth=truth, frame_truth=[], cases={}, mm_per_px=mm)
@@ -572,7 +573,7 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     lines = [f"### Findings on {summary['clips']} held-out simulator clips ({lab})", "",
              f"Command: `{command}`  ", f"Clips: seeds {first_seed}..{first_seed + summary['clips'] - 1},"
              f" {n_frames} frames each, 480x640; run time {seconds:.0f} s.  ",
-             "Machine: 2-core AMD Zen 3 VM, shared with other work at the time; 2026-11-23.", "",
+             f"Machine: {summary.get('machine', 'not recorded')}; {summary.get('date', '')}.", "",
              "| metric | target | frame level | lesion/case (log-odds) | lesion/case (attention) |",
              "|---|---|---|---|---|"]
     lo, at = summary["methods"]["log_odds"], summary["methods"]["attention"]
@@ -620,6 +621,15 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     return "\n".join(lines)
 
 
+def _machine_text(note: str) -> str:
+    """The CPU, core count and load average as measured now, plus the user's note."""
+    from sonoflow.stream.bench.machine import machine
+
+    m = machine(note)
+    text = f"{m['cpu']}, {m['cores']} cores, load average {m.get('load_avg')} at the end"
+    return f"{text}; {note}" if note else text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--detector", choices=["gt-noise", "gt-boxes-classifier", "models"],
@@ -631,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip preprocess/quality (frames are then all 'good')")
     ap.add_argument("--infer-config", type=json.loads, default=None,
                     help='JSON config of the infer stage, e.g. \'{"precision": "int8"}\'')
+    ap.add_argument("--aggregate-config", type=json.loads, default=None,
+                    help='JSON config of both aggregate stages (the method is set apart), e.g. '
+                         '\'{"min_track_frames": 5}\'')
+    ap.add_argument("--machine-note", default="",
+                    help="free text stored with the machine, e.g. 'shared with other work'")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
     import cv2
@@ -640,14 +655,16 @@ def main(argv: list[str] | None = None) -> int:
     stage_keys = [] if args.no_prep else ["preprocess", "quality"]
     t0 = time.perf_counter()
     runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys,
-                     args.infer_config)
+                     args.infer_config, args.aggregate_config)
             for k in tqdm(range(args.clips), desc="clips", unit="clip")]
     seconds = time.perf_counter() - t0
     summary = summarise(runs)
     summary.update({"detector": args.detector, "frames_per_clip": args.frames,
                     "first_seed": args.first_seed, "stages": stage_keys,
                     "infer_config": args.infer_config,
-                    "machine": f"{platform.machine()} {platform.system()}",
+                    "aggregate_config": args.aggregate_config,
+                    "machine": _machine_text(args.machine_note),
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "seconds": round(seconds, 1)})
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / f"findings_{args.detector}"
@@ -656,7 +673,10 @@ def main(argv: list[str] | None = None) -> int:
            f"--clips {args.clips} --frames {args.frames}"
            + (f" --first-seed {args.first_seed}" if args.first_seed != FIRST_SEED else "")
            + (" --no-prep" if args.no_prep else "")
-           + (f" --infer-config '{json.dumps(args.infer_config)}'" if args.infer_config else ""))
+           + (f" --infer-config '{json.dumps(args.infer_config)}'" if args.infer_config else "")
+           + (f" --aggregate-config '{json.dumps(args.aggregate_config)}'"
+              if args.aggregate_config else "")
+           + (f" --out {args.out}" if args.out != Path("benchmarks/results") else ""))
     md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)
     print(md)
