@@ -21,10 +21,13 @@ def _plt():
 
 
 def _subtitle(rec: dict[str, Any]) -> str:
+    import textwrap
+
     m, p = rec["machine"], rec["protocol"]
-    return (f"{p['frames']} frames x {p['runs']} runs, skip {p['skip']} at each end; "
+    text = (f"{p['frames']} frames x {p['runs']} runs, skip {p['skip']} at each end; "
             f"{m['cpu']} ({m['cores']} cores){', ' + m['note'] if m.get('note') else ''}; "
             f"{rec['date'][:10]}")
+    return textwrap.fill(text, 130)  # a long machine note wraps instead of running off
 
 
 def _save(fig, path: Path) -> Path:
@@ -46,9 +49,12 @@ def cdf(records: list[dict[str, Any]], series: dict[str, np.ndarray], path: Path
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for label, x in curves:
+    cmap = plt.get_cmap("tab20")
+    for i, (label, x) in enumerate(curves):
         y = np.arange(1, x.size + 1) / x.size
-        ax.step(x, y, where="post", label=f"{label} (p50 {np.percentile(x, 50):.2f} ms)")
+        # 20 colours, then the same colours dashed: no two curves look alike
+        ax.step(x, y, where="post", color=cmap(i % 20), ls="-" if i < 20 else "--",
+                label=f"{label} (p50 {np.percentile(x, 50):.2f} ms)")
     ax.set_xscale("log")
     ax.set_xlabel("end-to-end latency, capture to sink (ms, log scale)")
     ax.set_ylabel("fraction of frames")
