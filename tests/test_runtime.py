@@ -382,3 +382,25 @@ def test_inline_capture_takes_one_stream():
     with pytest.raises(ConfigError, match="inline capture runs one stream"):
         Supervisor(load_pipeline("relay"), ["pattern:frames=5", "pattern:frames=5"],
                    inline_capture=True)
+
+
+def test_frames_sent_just_before_a_stage_process_exits_are_not_lost(tmp_path):
+    # Regression: a stage process that exited right after its last send lost what was still on
+    # its connection (libzmq pauses reading while the receiver's queue is full, and the bytes
+    # go with the exiting process): the next stage got 17 of 30 frames and the run waited for
+    # an EOS that never came, in about half of the runs. Finished stages now hold their output
+    # open until the supervisor's stop.
+    for k in range(6):
+        out = tmp_path / f"run{k}"
+        pipe = _pipe(out, ("a", "passthrough", {}), ("b", "passthrough", {}),
+                     ("c", "passthrough", {}))
+        sup = Supervisor(pipe, ["pattern:frames=30,width=64,height=64"], mode="processes")
+        timer = threading.Timer(20.0, sup.stop)  # a lost EOS fails the test instead of hanging
+        timer.start()
+        try:
+            res = sup.run()
+        finally:
+            timer.cancel()
+        assert res.ok, (k, res.error, res.events)
+        assert [(r["seq"], r["status"]) for r in _records(out)] == \
+            [(i, "analysed") for i in range(30)], f"run {k}"
