@@ -9,16 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["bench", "transport", "sources", "simulator", "preprocess_quality", "models",
-         "classifier_and_eval", "findings", "render_view"]
+ORDER = ["latency_s3", "bench", "transport", "sources", "simulator", "preprocess_quality",
+         "models", "classifier_and_eval", "findings", "render_view"]
 
 HEADER = """# SonoFlow benchmark results
 
-Every figure below names the command that produced it, the machine and the date. Unless a
-section says otherwise the machine is the 2-core AMD Zen 3 development VM (24 GiB, no GPU),
-and on 2026-11-23 it was **shared with other work** while these ran (load average 5-10 on 2
-cores): absolute times are pessimistic and noisy; ratios measured side by side in one run are
-the figures to trust. No GPU was available to this work: every GPU/TensorRT figure is absent
+Every figure below names the command that produced it, the machine and the date. The first
+section was measured in session 3 on a **different machine**, a 2-core Intel Xeon VM with
+AVX-512 VNNI, idle apart from the run (it says so). Unless a section says otherwise, the others
+were measured in sessions 1-2 on the 2-core AMD Zen 3 development VM (24 GiB, no GPU), and on
+2026-11-23 it was **shared with other work** while these ran (load average 5-10 on 2 cores):
+absolute times are pessimistic and noisy; ratios measured side by side in one run are the
+figures to trust. Never compare absolute figures across the two machines. No GPU was available to this work: every GPU/TensorRT figure is absent
 and the sections say so.
 
 Sections (assembled by `tools/assemble_results.py` from `benchmarks/sections/*.md`):
