@@ -27,6 +27,13 @@ def _pipe(out: Path, *stages: tuple[str, str, dict]):
     return prepare(pipe, out, {"sink": {"video": False}})
 
 
+def _assert_age_bounded(e2e_in_order: list[float], limit_ms: float) -> None:
+    """No backlog: the 90th percentile and the median of the last 10 frames under the limit."""
+    p90 = sorted(e2e_in_order)[int(0.9 * len(e2e_in_order))]
+    tail = sorted(e2e_in_order[-10:])[len(e2e_in_order[-10:]) // 2]
+    assert p90 < limit_ms and tail < limit_ms, (p90, tail, e2e_in_order[-10:])
+
+
 def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
 
@@ -67,9 +74,10 @@ def test_latest_policy_bounds_frame_age_and_counts_every_drop(tmp_path, mode):
     counted = [st["drops"] for st in (*res.stages.values(), *res.captures.values())]
     assert len(dropped) == sum(counted)
     assert all("latest" in r["reason"] for r in dropped)
-    # frame age stays bounded: a few frame periods, not a growing backlog
-    e2e = sorted(r["latency_ms"]["e2e"] for r in analysed)
-    assert e2e[-1] < 150, e2e[-5:]
+    # frame age stays bounded: a few frame periods, not a growing backlog (a backlog raises
+    # most frames' age and grows to the end; one scheduling hiccup on a busy CI machine is
+    # neither, so the bound is on the 90th percentile and on the last frames' median)
+    _assert_age_bounded([r["latency_ms"]["e2e"] for r in analysed], 150)
 
 
 def test_block_policy_same_load_loses_nothing_and_age_grows(tmp_path):
@@ -372,8 +380,7 @@ def test_inline_capture_drops_late_frames_under_the_latest_policy(tmp_path):
     (cap,) = res.captures.values()
     assert cap["drops"] == len(dropped)
     assert all(r["reason"].startswith("latest: late by") for r in dropped)
-    e2e = sorted(r["latency_ms"]["e2e"] for r in analysed)
-    assert e2e[-1] < 100, e2e[-5:]
+    _assert_age_bounded([r["latency_ms"]["e2e"] for r in analysed], 100)
 
 
 def test_inline_capture_takes_one_stream():
