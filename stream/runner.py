@@ -224,15 +224,7 @@ class StageRunner(_Base):
 
     def run(self) -> int:
         self._started = True
-        self._open_control()
-        try:
-            self._links = self._open_chain()
-        except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
-            msg = f"stage {self.spec.name!r} ({self.spec.key}) failed to open: {type(e).__name__}: {e}"
-            log.error(msg)
-            self.tell("fatal", message=msg)
-            time.sleep(0.05)
-            self.close_sockets()
+        if not self._open_or_report(f"stage {self.spec.name!r} ({self.spec.key}) failed to open"):
             return 2
         depth = self.spec.hwm * (LATEST_DEPTH if self.spec.input_policy == "latest" else 1)
         inp = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=self.spec.hwm,
@@ -305,17 +297,35 @@ class StageRunner(_Base):
             if code == 0 and not self.stopped and self.out is not None:
                 self._hold_until_stopped()
             try:
-                for link in self._links:
-                    for inst in link.per_stream.values():
-                        if inst is not link.stage:
-                            inst.close()
-                    link.stage.close()
+                self._close_chain()
             finally:
                 inp.close(linger=transport.LINGER_MS)
                 if auth is not None:
                     auth.stop()
                 self.close_sockets()
         return code
+
+    def _open_or_report(self, what: str) -> bool:
+        """Open the control socket and the chain's stages; an open() failure is fatal: told to
+        the supervisor as ``"<what>: <error>"``, sockets closed, ``False`` returned."""
+        self._open_control()
+        try:
+            self._links = self._open_chain()
+        except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
+            msg = f"{what}: {type(e).__name__}: {e}"
+            log.error(msg)
+            self.tell("fatal", message=msg)
+            time.sleep(0.05)
+            self.close_sockets()
+            return False
+        return True
+
+    def _close_chain(self) -> None:
+        for link in self._links:
+            for inst in link.per_stream.values():
+                if inst is not link.stage:
+                    inst.close()
+            link.stage.close()
 
     def _hold_until_stopped(self) -> None:
         """After the last EOS, keep the output open until the supervisor ends the run.
@@ -578,25 +588,13 @@ class InlineRunner(CaptureRunner, StageRunner):
     def run(self) -> int:
         self._consecutive = 0
         self._eos_sent = False
-        self._open_control()
-        try:
-            self._links = self._open_chain()
-        except Exception as e:  # noqa: BLE001 - open() failures are fatal, reported, never hidden
-            names = ", ".join(d["name"] for d in self.spec.chain)
-            msg = f"stage(s) {names} failed to open in {self.spec.name!r}: {type(e).__name__}: {e}"
-            log.error(msg)
-            self.tell("fatal", message=msg)
-            time.sleep(0.05)
-            self.close_sockets()
+        names = ", ".join(d["name"] for d in self.spec.chain)
+        if not self._open_or_report(f"stage(s) {names} failed to open in {self.spec.name!r}"):
             return 2
         try:
             return CaptureRunner.run(self)
         finally:
-            for link in self._links:
-                for inst in link.per_stream.values():
-                    if inst is not link.stage:
-                        inst.close()
-                link.stage.close()
+            self._close_chain()
 
     def send(self, packet: m.Packet) -> None:
         h = packet.header
