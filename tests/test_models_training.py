@@ -39,6 +39,24 @@ def test_train_resume_export_load(config, tmp_path):
     frame.run(config, run, resume=True, progress=False)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
+    # a second stage: `base` + `[train] init` grow from this run's weights, recorded by hash
+    from sonoflow.models.card import file_sha256
+    stage2 = config.parent / "stage2.toml"
+    stage2.write_text(f'base = "{config.name}"\n[train]\ninit = "{run / "best.pt"}"\nlr = 0.0005\n')
+    run2 = tmp_path / "run2"
+    frame.run(stage2, run2, progress=False)
+    prov = json.loads((run2 / "config.json").read_text())
+    first = json.loads((run / "config.json").read_text())
+    assert prov["init"]["sha256"] == file_sha256(run / "best.pt") and prov["init"]["epoch"] == 1
+    assert prov["config"]["train"]["lr"] == 0.0005
+    assert prov["config"]["model"] == first["config"]["model"] and prov["hash"] != first["hash"]
+    # weights of another architecture are refused, naming the file
+    stage3 = config.parent / "stage3.toml"
+    stage3.write_text(f'base = "{config.name}"\n[model.kwargs]\nfpn = 8\n'
+                      f'[train]\ninit = "{run / "best.pt"}"\n')
+    with pytest.raises(ValueError, match="best.pt: architecture"):
+        frame.run(stage3, tmp_path / "run3", progress=False)
+
     out = tmp_path / "weights"
     report = frame.export_run(run, config, out, prune=True, int8=True, progress=False)
     assert set(report["artifacts"]) == {"frame-smoke-fp32", "frame-smoke-int8",
@@ -53,3 +71,23 @@ def test_train_resume_export_load(config, tmp_path):
     with runtime.load(path, "ort-cpu", "int8") as rt:
         outs = rt.run({"image": np.zeros((1, 1, 256, 256), np.float32)})
     assert outs["heatmap"].shape == (1, 1, 64, 64)
+
+
+def test_config_base_merges_tables_and_refuses_cycles(tmp_path):
+    pytest.importorskip("torch")
+    from sonoflow.models.errors import ModelError
+    from sonoflow.training.tasks.frame import load_config
+
+    child = tmp_path / "child.toml"
+    child.write_text(f'base = "{SMOKE}"\n[data]\ntrain_seeds = [0, 9]\n[train]\nlr = 0.1\n')
+    cfg = load_config(child)
+    parent = load_config(SMOKE)
+    assert cfg["data"]["train_seeds"] == [0, 9] and cfg["train"]["lr"] == 0.1
+    # untouched keys of a merged table and untouched tables come from the base
+    assert cfg["data"]["val_seeds"] == parent["data"]["val_seeds"]
+    assert cfg["model"] == parent["model"] and "base" not in cfg
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('base = "b.toml"\n')
+    b.write_text('base = "a.toml"\n')
+    with pytest.raises(ModelError, match="cycle"):
+        load_config(a)

@@ -11,6 +11,10 @@ The loop writes into ``out_dir``:
 
 ``resume=True`` continues from ``last.pt`` (model, optimizer, epoch, step, time spent, best
 value), so the learning-rate schedule picks up where it stopped.
+
+``[train] init = "PATH"`` starts a new run from another run's checkpoint (weights only: a fresh
+optimizer and schedule), e.g. a second stage on more data; the file's sha256 is written to
+``config.json`` beside the config hash, so the run says exactly which weights it grew from.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sonoflow.models.card import file_sha256
 from sonoflow.training.checkpoint import read_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -85,9 +90,22 @@ def fit(spec: FitSpec, cfg: dict[str, Any], out_dir: str | Path, config_text: st
     tcfg = cfg["train"]
     if config_text:
         (out / "config.toml").write_text(config_text)
-    (out / "config.json").write_text(json.dumps({"config": cfg, "hash": config_hash(cfg)},
-                                                indent=2))
     model = spec.model
+    provenance: dict[str, Any] = {"config": cfg, "hash": config_hash(cfg)}
+    if tcfg.get("init") and not (resume and (out / "last.pt").exists()):
+        init = Path(tcfg["init"])
+        if not init.is_file():
+            raise FileNotFoundError(f"{init}: [train] init checkpoint not found (train the "
+                                    "first stage first)")
+        ck = read_checkpoint(init)
+        if ck.get("arch") != spec.arch:
+            raise ValueError(f"{init}: architecture {ck.get('arch')} does not match the config's "
+                             f"{spec.arch}")
+        model.load_state_dict(ck["model"])
+        provenance["init"] = {"path": str(init), "sha256": file_sha256(init),
+                              "epoch": ck.get("epoch"), "metrics": ck.get("metrics")}
+        log.info("initialised from %s (epoch %s)", init, ck.get("epoch"))
+    (out / "config.json").write_text(json.dumps(provenance, indent=2, default=float))
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]),
                             weight_decay=float(tcfg.get("weight_decay", 1e-4)))
     epochs = int(tcfg["epochs"])

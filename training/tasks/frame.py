@@ -51,19 +51,34 @@ REQUIRED = {"model": ("id", "normalisation"), "data": ("cache_dir", "train_seeds
 # ----------------------------------------------------------------------------- config ----
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a frame config (TOML).
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read and check a frame config (TOML). A top-level ``base = "other.toml"`` (relative to
+    this file) reads that config first and overrides it table by table, key by key, so a
+    second training stage names only what it changes.
 
     Raises:
-        ModelError: missing file, bad TOML, or a required key is missing (named).
+        ModelError: missing file, bad TOML, a ``base`` cycle, or a required key is missing
+            (named).
     """
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ModelError(f"{path}: config base cycle through {[str(p) for p in _seen]}")
     try:
         cfg = tomllib.loads(path.read_text())
     except OSError as e:
         raise ModelError(f"{path}: cannot read config ({e.strerror})") from e
     except tomllib.TOMLDecodeError as e:
         raise ModelError(f"{path}: not valid TOML ({e})") from e
+    if "base" in cfg:
+        parent = load_config(path.parent / cfg.pop("base"), (*_seen, path.resolve()))
+        cfg = _merged(parent, cfg)
     for section, keys in REQUIRED.items():
         if section not in cfg:
             raise ModelError(f"{path}: missing section [{section}]")
