@@ -72,6 +72,7 @@ class Pipeline:
     policy: str = "block"
     hwm: int = 8
     path: str = ""
+    max_in_flight: int = 0  # credit window per stream (0: none; see CaptureRunner)
 
     def stage(self, name: str) -> StageDecl:
         for s in self.stages:
@@ -83,7 +84,7 @@ class Pipeline:
     def with_overrides(self, overrides: dict[str, dict[str, Any]] | None) -> Pipeline:
         stages = [StageDecl(s.name, s.key, dict(s.config), s.policy, s.group)
                   for s in self.stages]
-        p = Pipeline(self.name, stages, self.policy, self.hwm, self.path)
+        p = Pipeline(self.name, stages, self.policy, self.hwm, self.path, self.max_in_flight)
         for name, cfg in (overrides or {}).items():
             p.stage(name).config.update(cfg)
         return p
@@ -134,7 +135,12 @@ def load_pipeline(name_or_path: str) -> Pipeline:
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     _check_groups(stages, where)
-    pipe = Pipeline(doc.get("name", p.stem), stages, policy, int(edges.get("hwm", 8)), where)
+    window = edges.get("max_in_flight", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise ConfigError(f"{where}: [edges] max_in_flight must be an integer >= 0 (0 = no "
+                          f"credit window), got {window!r}")
+    pipe = Pipeline(doc.get("name", p.stem), stages, policy, int(edges.get("hwm", 8)), where,
+                    window)
     for e in doc.get("edge", []):
         pol = e.get("policy")
         if pol not in POLICIES:
@@ -314,6 +320,10 @@ class Supervisor:
         on_progress: called with the sink's processed-frame count.
         inline_capture: the capture runs the first runner's stages itself (one stream): no
             socket between the source and the first stage group (see ``InlineRunner``).
+        max_in_flight: credit window per stream: at most this many frames between a capture
+            and the end of the pipeline (``None`` keeps the pipeline file's ``[edges]
+            max_in_flight``; 0 = no window, the edge queues alone bound it). See
+            ``CaptureRunner``.
     """
 
     def __init__(self, pipeline: Pipeline, sources: list[str], *, mode: str = "threads",
@@ -323,7 +333,7 @@ class Supervisor:
                  max_frames: int | None = None, taps: bool = False,
                  on_progress: Callable[[int], None] | None = None,
                  on_ready: Callable[[dict], None] | None = None,
-                 inline_capture: bool = False):
+                 inline_capture: bool = False, max_in_flight: int | None = None):
         if pacing not in ("fast", "realtime"):
             raise ConfigError(f"pacing {pacing!r}; expected 'fast' or 'realtime'")
         if policy is not None and policy not in POLICIES:
@@ -342,6 +352,9 @@ class Supervisor:
         self.on_progress = on_progress
         self.on_ready = on_ready
         self.inline_capture = inline_capture
+        self.max_in_flight = pipeline.max_in_flight if max_in_flight is None else max_in_flight
+        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 0:
+            raise ConfigError(f"max_in_flight must be an integer >= 0, got {self.max_in_flight!r}")
         if inline_capture and len(sources) != 1:
             raise ConfigError(f"inline capture runs one stream; got {len(sources)} sources")
         self.run_id = uuid.uuid4().hex[:8]
@@ -399,6 +412,13 @@ class Supervisor:
                 output_policy=pol_out, control_endpoint=ctl, expected_eos=len(self.sources),
                 hwm=hwm, curve=curve,
                 tap_endpoint=self.plan.endpoint(f"tap-{name}") if self.taps and nxt else None))
+        if self.max_in_flight and specs[-1].key is not None:
+            # the runner that ends the pipeline acknowledges each finished frame to its
+            # capture (an inline capture that runs the whole chain needs no credits)
+            for cap in specs[:len(self.sources)]:
+                cap.max_in_flight = self.max_in_flight
+                cap.credit_endpoint = self.plan.endpoint(f"credit-{cap.stream_id}")
+                specs[-1].credit_endpoints[cap.stream_id] = cap.credit_endpoint
         return specs
 
     def tap_endpoints(self) -> dict[str, str]:

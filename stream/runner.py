@@ -67,6 +67,15 @@ class RunnerSpec:
     source_options: dict[str, Any] = field(default_factory=dict)
     max_frames: int | None = None
     tap_endpoint: str | None = None  # PUB copy of every output, for `sonoflow inspect`
+    # credit-based flow control (``max_in_flight`` > 0, see ``CaptureRunner``): a capture
+    # binds ``credit_endpoint`` (PULL); the runner that ends the pipeline acknowledges every
+    # frame it finished to its stream's capture (``credit_endpoints``: stream id -> endpoint)
+    max_in_flight: int = 0
+    # a capture waiting for a credit this long goes on without it (frames lost in flight, e.g.
+    # to a stage that died and was restarted, are never acknowledged); counted and logged
+    credit_timeout_s: float = 10.0
+    credit_endpoint: str | None = None
+    credit_endpoints: dict[str, str] = field(default_factory=dict)
 
 
 _ctl_enc = msgspec.msgpack.Encoder()
@@ -82,6 +91,8 @@ class _Base:
         self.ctrl: zmq.Socket | None = None
         self.out: zmq.Socket | None = None
         self.tap: zmq.Socket | None = None
+        self.credit_socks: list[zmq.Socket] = []
+        self.credit_auth = None  # a capture's ZAP authenticator for its credit socket (tcp)
         self.stopped = False
         self.stats: dict[str, Any] = {"processed": 0, "errors": 0, "drops": 0, "gaps": 0,
                                       "sent": 0, "eos": 0}
@@ -166,9 +177,12 @@ class _Base:
         # consumer: linger long (bounded). A stop linger short: shutdown must be quick even
         # when a peer is dead.
         out_linger = transport.LINGER_MS if self.stopped else transport.DRAIN_LINGER_MS
-        for s, linger in ((self.out, out_linger), (self.tap, 0), (self.ctrl, transport.LINGER_MS)):
+        for s, linger in ((self.out, out_linger), (self.tap, 0), (self.ctrl, transport.LINGER_MS),
+                          *((c, 0) for c in self.credit_socks)):
             if s is not None:
                 s.close(linger=linger)
+        if self.credit_auth is not None:
+            self.credit_auth.stop()
         if self._own_ctx:
             self.ctx.term()
 
@@ -233,6 +247,7 @@ class StageRunner(_Base):
         auth = transport.start_authenticator(self.ctx, self.keys) if self.keys else None
         transport.bind(inp, self.spec.input_endpoint)
         self._open_output()
+        acks = self._open_acks()
         self.tell("ready")
         last_seq: dict[str, int] = {}
         eos_seen: set[str] = set()
@@ -282,6 +297,11 @@ class StageRunner(_Base):
                         log.info("%s: end of stream %s (last seq %d, %s)", self.spec.name,
                                  h.stream_id, h.last_seq, h.reason)
                     self._deliver(0, p)
+                    if acks and isinstance(h, m.FrameHeader) and h.stream_id in acks:
+                        try:  # cumulative: a lost ack is covered by the next one
+                            acks[h.stream_id].send(_ctl_enc.encode(h.seq), zmq.NOBLOCK)
+                        except zmq.Again:
+                            pass
                     if self._consecutive > self.spec.max_consecutive_errors:
                         msg = (f"stage {self.spec.name!r}: {self._consecutive} consecutive "
                                f"errors (limit {self.spec.max_consecutive_errors}); exiting")
@@ -304,6 +324,17 @@ class StageRunner(_Base):
                     auth.stop()
                 self.close_sockets()
         return code
+
+    def _open_acks(self) -> dict[str, zmq.Socket]:
+        """The end of the pipeline: one PUSH per stream to its capture's credit endpoint."""
+        acks = {}
+        for sid, endpoint in self.spec.credit_endpoints.items():
+            sock = transport.configure(self.ctx.socket(zmq.PUSH), sndhwm=1000, rcvhwm=1000)
+            transport.secure_client(sock, self.keys)
+            sock.connect(endpoint)
+            acks[sid] = sock
+            self.credit_socks.append(sock)
+        return acks
 
     def _open_or_report(self, what: str) -> bool:
         """Open the control socket and the chain's stages; an open() failure is fatal: told to
@@ -442,7 +473,16 @@ def _as_list(out) -> list[m.Packet]:
 
 
 class CaptureRunner(_Base):
-    """Reads a source, stamps seq / capture_ns, paces, and sends frames downstream."""
+    """Reads a source, stamps seq / capture_ns, paces, and sends frames downstream.
+
+    With ``max_in_flight`` = N > 0 (credit-based flow control), frame ``seq`` is read only
+    once the end of the pipeline has finished frame ``seq - N``: at most N frames are between
+    the capture and the sink, whatever the queues could hold. In ``fast`` mode this turns
+    queueing into waiting at the source, so a frame's latency is the pipeline's own cost
+    (N = 1: one frame in flight, as a single-threaded scheduler runs a graph) and throughput
+    is what N frames in flight allow. The time spent waiting is ``credit_wait_ms`` in the
+    stats, before the frame is read and stamped.
+    """
 
     def run(self) -> int:
         from sonoflow.stream.sources.registry import open_source
@@ -466,6 +506,7 @@ class CaptureRunner(_Base):
             self.close_sockets()
             return 2
         self._open_output()
+        credit = self._open_credit()
         self.tell("ready", fps=source.fps, frame_count=source.frame_count,
                   calibration=[source.calibration.mm_per_px, source.calibration.source,
                                source.calibration.note],
@@ -483,6 +524,10 @@ class CaptureRunner(_Base):
         try:
             it = iter(source.frames())
             while not self.stopped:
+                if credit is not None:
+                    self._wait_for_credit(credit, seq + 1)
+                    if self.stopped:
+                        break
                 t_in = m.now_ns()
                 try:
                     sf = next(it)
@@ -554,6 +599,51 @@ class CaptureRunner(_Base):
         self.stopped = True
         self.close_sockets()
         return 0
+
+    def _open_credit(self) -> zmq.Socket | None:
+        if not (self.spec.max_in_flight > 0 and self.spec.credit_endpoint):
+            return None
+        sock = transport.configure(self.ctx.socket(zmq.PULL), sndhwm=1000, rcvhwm=1000)
+        transport.secure_server(sock, self.keys)
+        if self.keys is not None:
+            self.credit_auth = transport.start_authenticator(self.ctx, self.keys)
+        transport.bind(sock, self.spec.credit_endpoint)
+        self.credit_socks.append(sock)
+        self._acked = 0  # every frame before this seq has been finished at the sink
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self.ctrl, zmq.POLLIN)
+        self.stats.update(credit_wait_ms=0.0, credit_timeouts=0)
+        return sock
+
+    def _wait_for_credit(self, credit: zmq.Socket, seq: int) -> None:
+        """Block until frame ``seq`` may go (``seq < acked + max_in_flight``), staying
+        responsive to ``stop`` and heartbeating; after ``credit_timeout_s`` without a credit,
+        go on (the frames in flight were lost) and count it."""
+        window = self.spec.max_in_flight
+        if seq < self._acked + window:
+            return
+        t0 = time.monotonic()
+        while seq >= self._acked + window and not self.stopped:
+            ready = dict(self._poller.poll(int(self.spec.heartbeat_s * 1000)))
+            if credit in ready:
+                while True:
+                    try:
+                        self._acked = max(self._acked, int(_ctl_dec.decode(
+                            credit.recv(zmq.NOBLOCK))) + 1)
+                    except zmq.Again:
+                        break
+            if self.ctrl in ready:
+                self.check_control()
+            self.heartbeat()
+            if seq >= self._acked + window and \
+                    time.monotonic() - t0 > self.spec.credit_timeout_s:
+                self.stats["credit_timeouts"] += 1
+                log.warning("capture %s: no credit for frame %d in %.0f s (frames %d..%d lost "
+                            "in flight?); going on", self.spec.stream_id, seq, self.spec.credit_timeout_s,
+                            self._acked, seq - 1)
+                self._acked = seq - window + 1
+        self.stats["credit_wait_ms"] += (time.monotonic() - t0) * 1000.0
 
     def _send_eos(self, packet: m.Packet, stopping: bool) -> None:
         deadline = time.monotonic() + (0.5 if stopping else 3600)

@@ -411,3 +411,73 @@ def test_frames_sent_just_before_a_stage_process_exits_are_not_lost(tmp_path):
         assert res.ok, (k, res.error, res.events)
         assert [(r["seq"], r["status"]) for r in _records(out)] == \
             [(i, "analysed") for i in range(30)], f"run {k}"
+
+
+def _e2e_p50(out: Path) -> float:
+    return json.loads((out / "latency.json").read_text())["e2e_ms"]["p50"]
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes", "tcp"])
+def test_credit_window_of_one_keeps_one_frame_in_flight_in_fast_mode(tmp_path, mode):
+    # a 10 ms stage fed as fast as possible: without a window the edge queues fill and each
+    # frame waits behind the others; with max_in_flight = 1 a frame's latency is the stage's
+    # time plus the hops, and every frame still arrives, in order
+    pipe = _pipe(tmp_path, ("slow", "passthrough", {"sleep_ms": 10}))
+    res = Supervisor(pipe, ["pattern:frames=60,width=320,height=240"], mode=mode,
+                     max_in_flight=1).run()
+    assert res.ok, (res.error, res.events)
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(60))
+    assert all(r["status"] == "analysed" for r in recs)
+    assert _e2e_p50(tmp_path) < 25.0
+    (cap,) = res.captures.values()
+    assert cap["credit_timeouts"] == 0 and cap["credit_wait_ms"] > 60 * 5.0
+
+
+def test_credit_window_sets_the_frames_in_flight_and_none_lets_queues_fill(tmp_path):
+    p50 = {}
+    for window in (0, 4):
+        out = tmp_path / str(window)
+        pipe = _pipe(out, ("slow", "passthrough", {"sleep_ms": 10}))
+        res = Supervisor(pipe, ["pattern:frames=80,width=320,height=240"],
+                         max_in_flight=window).run()
+        assert res.ok, res.error
+        assert len(_records(out)) == 80
+        p50[window] = _e2e_p50(out)
+    # 4 frames in flight through a 10 ms stage: about 40 ms each; no window: the 8-deep
+    # queues on both sides of the stage fill (about 150 ms measured)
+    assert 25.0 < p50[4] < 80.0, p50
+    assert p50[0] > 80.0, p50
+
+
+def test_credit_lost_with_a_crashed_stage_times_out_and_the_run_goes_on(tmp_path):
+    pipe = _pipe(tmp_path, ("crashy", "passthrough", {"exit_at_seq": 10, "sleep_ms": 2}))
+    sup = Supervisor(pipe, ["pattern:frames=30,width=160,height=120"], mode="processes",
+                     max_in_flight=1)
+    for spec in sup.specs:
+        spec.credit_timeout_s = 1.0
+    res = sup.run()
+    assert res.ok, (res.error, res.events)
+    assert res.restarts == {"crashy": 1}
+    (cap,) = res.captures.values()
+    assert cap["credit_timeouts"] == 1, cap
+    recs = _records(tmp_path)
+    assert [r["seq"] for r in recs] == list(range(30))
+    assert [r["seq"] for r in recs if r["status"] == "dropped"] == [10]
+
+
+def test_max_in_flight_comes_from_the_pipeline_file_and_is_checked(tmp_path):
+    from sonoflow.stream.errors import ConfigError
+
+    f = tmp_path / "p.toml"
+    f.write_text('[edges]\nmax_in_flight = 2\n[[stage]]\nkey = "passthrough"\n'
+                 '[[stage]]\nkey = "sink"\n')
+    pipe = load_pipeline(str(f))
+    sup = Supervisor(pipe, ["pattern:frames=3"])
+    cap, sink = sup.specs[0], sup.specs[-1]
+    assert cap.max_in_flight == 2 and sink.credit_endpoints == {cap.stream_id:
+                                                                cap.credit_endpoint}
+    assert Supervisor(pipe, ["pattern:frames=3"], max_in_flight=0).specs[0].max_in_flight == 0
+    f.write_text('[edges]\nmax_in_flight = -1\n[[stage]]\nkey = "sink"\n')
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        load_pipeline(str(f))

@@ -86,7 +86,8 @@ def build_pipeline(scn: Scenario, case: Case) -> Pipeline:
         pipe = Pipeline(scn.name, decls, "block", 8, scn.path)
     stages = pipe.stages if pipe.stages[-1].key == "sink" else [*pipe.stages,
                                                                  StageDecl("sink", "sink")]
-    pipe = Pipeline(pipe.name, stages, pipe.policy, case.hwm or pipe.hwm, pipe.path)
+    pipe = Pipeline(pipe.name, stages, pipe.policy, case.hwm or pipe.hwm, pipe.path,
+                    case.max_in_flight or pipe.max_in_flight)
     pipe = pipe.with_overrides(case.overrides)
     if case.fuse:
         return fused(pipe)

@@ -17,6 +17,8 @@ cases of a scenario are measured side by side in one invocation (runs interleave
     streams = 1           # concurrent copies of the source fanned into the pipeline
     policy = "block"      # edge policy override; "" keeps the pipeline file's
     hwm = 0               # edge queue depth (ZeroMQ high-water marks); 0 keeps the pipeline's
+    max_in_flight = 0     # credit window: at most N frames between capture and sink (0 keeps
+                          # the pipeline's; see CaptureRunner)
     video = false         # the sink also encodes overlay.mp4
     fuse = false          # true: the whole chain in one runner (one hop after capture)
     inline = false        # true: the capture runs the first runner's stages itself (no socket
@@ -45,6 +47,7 @@ Unknown keys, wrong types and impossible values are errors naming the file and t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -58,18 +61,19 @@ from sonoflow.stream.errors import ConfigError
 ENGINES = ("sonoflow", "plain", "holoscan-greedy", "holoscan-event")
 MODES = ("threads", "processes", "tcp")
 PACINGS = ("fast", "realtime")
-AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse", "inline")
+AXES = ("mode", "pacing", "streams", "policy", "engine", "hwm", "fuse", "inline",
+        "max_in_flight")
 _TOP_KEYS = {"name", "description", "question", "source", "prerender", "pipeline", "frames",
              "runs", "skip", "pacing", "mode", "streams", "policy", "hwm", "fuse", "inline",
-             "groups",
+             "groups", "max_in_flight",
              "video", "stage", "overrides", "matrix", "variant", "expect"}
 _VARIANT_KEYS = {"label", "engine", "mode", "pacing", "streams", "policy", "hwm", "fuse",
-                 "inline", "groups", "overrides"}
+                 "inline", "groups", "overrides", "max_in_flight"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "question": str, "source": str, "prerender": bool,
     "pipeline": str, "frames": int, "runs": int, "skip": int, "pacing": str, "mode": str,
     "streams": int, "policy": str, "hwm": int, "fuse": bool, "inline": bool, "video": bool,
-    "label": str,
+    "label": str, "max_in_flight": int,
     "engine": str}
 
 
@@ -90,6 +94,7 @@ class Case:
         inline: the capture runs the first runner's stages (one stream; sonoflow only).
         groups: ``(stage name, group)`` pairs: consecutive stages of one group share a runner
             (sonoflow engine only; ``fuse`` takes precedence).
+        max_in_flight: credit window per stream (0 keeps the pipeline's; sonoflow only).
     """
 
     label: str
@@ -103,6 +108,7 @@ class Case:
     fuse: bool = False
     groups: tuple[tuple[str, str], ...] = ()
     inline: bool = False
+    max_in_flight: int = 0
 
 
 @dataclass
@@ -156,8 +162,7 @@ class Scenario:
             ov = {k: dict(v) for k, v in c.overrides.items()}
             for name, cfg in extra.items():
                 ov.setdefault(name, {}).update(cfg)
-            s.cases.append(Case(c.label, c.engine, c.mode, c.pacing, c.streams, c.policy, c.hwm,
-                                ov))
+            s.cases.append(dataclasses.replace(c, overrides=ov))
         s.doc = {**self.doc, "set": extra}
         return s
 
@@ -268,6 +273,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
             "policy": doc.get("policy", ""), "hwm": int(doc.get("hwm", 0)),
             "fuse": bool(doc.get("fuse", False)),
             "inline": bool(doc.get("inline", False)),
+            "max_in_flight": doc.get("max_in_flight", 0),
             "groups": _groups(where, doc.get("groups")),
             "overrides": _overrides(where, doc.get("overrides"))}
     matrix = doc.get("matrix", {})
@@ -301,7 +307,7 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
             key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
-                   case.fuse, case.inline, case.groups, json.dumps(case.overrides, sort_keys=True))
+                   case.fuse, case.inline, case.groups, case.max_in_flight, json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
             seen.add(key)
@@ -368,6 +374,10 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
     if not isinstance(c["hwm"], int) or isinstance(c["hwm"], bool) or c["hwm"] < 0:
         raise ConfigError(f"{where}: hwm must be an integer >= 0 (0 = the pipeline's), got "
                           f"{c['hwm']!r}")
+    if not isinstance(c["max_in_flight"], int) or isinstance(c["max_in_flight"], bool) \
+            or c["max_in_flight"] < 0:
+        raise ConfigError(f"{where}: max_in_flight must be an integer >= 0 (0 = the pipeline's), "
+                          f"got {c['max_in_flight']!r}")
     if not isinstance(c["streams"], int) or c["streams"] < 1:
         raise ConfigError(f"{where}: streams must be an integer >= 1, got {c['streams']!r}")
     if c.get("inline") and c["streams"] != 1:
@@ -378,19 +388,19 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
                               f"streams={c['streams']}")
         # no edges, no execution modes: the pipeline-only settings do not apply
         c["mode"], c["hwm"], c["policy"], c["fuse"], c["groups"] = "-", 0, "", False, ()
-        c["inline"] = False
+        c["inline"], c["max_in_flight"] = False, 0
     parts = [label] if label else []
     if not label and c["engine"] != "sonoflow":
         parts.append(c["engine"])
     for a, v in zip(axes, point, strict=True):
         if a == "mode" and c["engine"] != "sonoflow":
             continue
-        if a == "hwm" and c["engine"] != "sonoflow":
-            continue
-        if a in ("fuse", "inline") and c["engine"] != "sonoflow":
+        if a in ("hwm", "fuse", "inline", "max_in_flight") and c["engine"] != "sonoflow":
             continue
         parts.append(f"{v} stream{'s' if v != 1 else ''}" if a == "streams" else
                      f"hwm {v}" if a == "hwm" else
+                     (f"max {v} in flight" if v else "no credit window")
+                     if a == "max_in_flight" else
                      ("fused" if v else "one runner per stage") if a == "fuse" else
                      ("inline capture" if v else "capture apart") if a == "inline" else str(v))
     if not parts:
@@ -398,4 +408,4 @@ def _case(where: str, c: dict[str, Any], ov: dict[str, dict[str, Any]], label: s
     return Case(label=" ".join(parts), engine=c["engine"], mode=c["mode"], pacing=c["pacing"],
                 streams=int(c["streams"]), policy=c["policy"], hwm=int(c["hwm"]), overrides=ov,
                 fuse=bool(c.get("fuse", False)), groups=tuple(c.get("groups", ())),
-                inline=bool(c.get("inline", False)))
+                inline=bool(c.get("inline", False)), max_in_flight=int(c["max_in_flight"]))
