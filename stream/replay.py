@@ -78,8 +78,11 @@ def replay_source(spec: str, out_dir: Path, pipeline: str | Pipeline = "analyse"
                   overrides: dict[str, dict] | None = None, mode: str = "threads",
                   progress: bool = True, pacing: str = "fast", backend: str | None = None,
                   precision: str | None = None, max_frames: int | None = None,
-                  source_options: dict[str, Any] | None = None) -> ReplayResult:
-    """Replay one source through ``pipeline`` into ``out_dir`` (lossless ``block`` edges).
+                  source_options: dict[str, Any] | None = None,
+                  max_in_flight: int | None = None) -> ReplayResult:
+    """Replay one source through ``pipeline`` into ``out_dir`` (lossless ``block`` edges;
+    ``max_in_flight`` = N keeps at most N frames between capture and sink, ``None`` the
+    pipeline file's setting).
 
     Returns:
         ReplayResult with the output paths and frame counts; ``ok`` False (and ``error`` set,
@@ -109,7 +112,7 @@ def replay_source(spec: str, out_dir: Path, pipeline: str | Pipeline = "analyse"
 
     sup = Supervisor(pipe, [spec], mode=mode, pacing=pacing, policy="block",
                      on_progress=on_progress, on_ready=on_ready, max_frames=max_frames,
-                     source_options=source_options)
+                     source_options=source_options, max_in_flight=max_in_flight)
     try:
         res: RunResult = sup.run()
     finally:
@@ -121,6 +124,7 @@ def replay_source(spec: str, out_dir: Path, pipeline: str | Pipeline = "analyse"
         doc = json.loads(lat.read_text())
         counts = doc.get("frames", {})
         doc["run"] = {"mode": mode, "pacing": pacing, "pipeline": pipe.name,
+                      "max_in_flight": sup.max_in_flight,
                       "restarts": res.restarts, "events": res.events,
                       "elapsed_s": round(res.elapsed_s, 3)}
         lat.write_text(json.dumps(doc, indent=2))

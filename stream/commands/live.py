@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the capture runs the first runner's stages itself (no socket between "
                         "them; frames that come due while those stages are busy are dropped "
                         "and counted)")
+    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="at most N frames between capture and sink (credit-based flow "
+                        "control; default: the pipeline file's, 0 = none)")
 
 
 def build_live_pipeline(args: argparse.Namespace):
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     sup = Supervisor(pipe, [args.source], mode=args.mode, policy="latest",
                      pacing="fast" if args.fast else "realtime", taps=args.taps,
                      max_frames=args.max_frames, watchdog_s=30.0,
-                     inline_capture=args.inline_capture)
+                     inline_capture=args.inline_capture, max_in_flight=args.max_in_flight)
     if args.taps:
         for name, ep in sup.tap_endpoints().items():
             print(f"tap {name}: {ep}", file=sys.stderr)

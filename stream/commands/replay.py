@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["threads", "processes", "tcp"], default="threads",
                    help="run stages as threads (inproc), processes (ipc) or over tcp+CURVE")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="at most N frames between capture and sink per source (credit-based "
+                        "flow control: bounds each frame's latency when replaying as fast as "
+                        "possible; default: the pipeline file's, 0 = none)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     results = replay_many(args.sources, args.out, workers=args.workers, pipeline=args.pipeline,
                           mode=args.mode, pacing="realtime" if args.realtime else "fast",
                           backend=args.backend, precision=args.precision,
-                          max_frames=args.max_frames, progress=not args.no_progress)
+                          max_frames=args.max_frames, progress=not args.no_progress,
+                          max_in_flight=args.max_in_flight)
     bad = 0
     for r in results:
         c = r.counts
