@@ -188,8 +188,14 @@ def test_uncalibrated_clip_has_no_mm_and_lirads_abstains():
     assert case["lirads"]["category"] is None and "uncalibrated" in case["lirads"]["reason"]
 
 
-def test_too_few_good_frames_abstains():
-    case = fx.run_stages(fx.disc_clip(n_frames=20))[2].header.case  # default needs 30
+def test_too_few_good_frames_abstains_unless_a_positive_was_seen():
+    # the clip's metastasis is >= 10 mm: seen on 20 good frames (30 needed), it still makes
+    # the study US-3; with that rule off, and for a negative, the study abstains
+    clip = fx.disc_clip(n_frames=20)
+    case = fx.run_stages(clip)[2].header.case  # default needs 30
+    assert case["lirads"]["category"] == "US-3" and "seen on only 20" in case["lirads"]["reason"]
+    off = {"lirads_positive_overrides_few_frames": False}
+    case = fx.run_stages(fx.disc_clip(n_frames=20), aggregate_config=off)[2].header.case
     assert case["lirads"]["category"] is None
     assert "good-quality" in case["lirads"]["reason"]
 

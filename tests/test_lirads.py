@@ -64,11 +64,23 @@ def test_uncalibrated_abstains_only_when_size_matters():
     assert res.category == "US-1"
 
 
-def test_too_few_good_frames_abstains():
-    res = categorize([lesion(1, "hcc", 20.0)], good_frames=5, calibrated=True,
-                     visualization=("C", "poor"))
+@pytest.mark.parametrize("lesions", [[], [lesion(1, "cyst", 25.0)],
+                                     [lesion(1, "metastasis", 7.0), lesion(2, "cyst", 30.0)]])
+def test_too_few_good_frames_abstains_when_nothing_positive_was_seen(lesions):
+    res = categorize(lesions, good_frames=5, calibrated=True, visualization=("C", "poor"))
     assert res.category is None and "good-quality" in res.reason
     assert res.to_json()["category"] is None
+
+
+def test_a_positive_seen_on_few_good_frames_stands():
+    lesions = [lesion(1, "cyst", 25.0), lesion(2, "hcc", 20.0)]
+    res = categorize(lesions, good_frames=5, calibrated=True, visualization=("C", "poor"))
+    assert res.category == "US-3" and "seen on only 5" in res.reason
+    assert res.recommendation.startswith(RECOMMENDATIONS["US-3"])
+    assert "not adequately seen" in res.recommendation
+    assert res.per_lesion == {1: "US-1", 2: "US-3"}
+    off = LiradsConfig(positive_overrides_few_frames=False)
+    assert categorize(lesions, 5, True, ("C", "poor"), off).category is None
 
 
 def test_visualization_c_is_reported_and_keeps_the_category():

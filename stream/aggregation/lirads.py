@@ -16,8 +16,12 @@ The study category is the highest category over its observations. What this modu
 says so in its output:
 
 * **abstain** (category ``None``) when fewer than ``min_good_frames`` frames of good quality
-  were seen (the study cannot support a negative), or when a not-definitely-benign observation
-  exists but the image is uncalibrated (the 10 mm threshold cannot be applied);
+  were seen and nothing positive was found (the study cannot support a negative or a
+  subthreshold result: a larger observation may have gone unseen), or when a
+  not-definitely-benign observation exists but the image is uncalibrated (the 10 mm threshold
+  cannot be applied). A US-3 observation seen on the few good frames stands
+  (``positive_overrides_few_frames``): poor visualization lowers sensitivity, not the
+  meaning of what was seen, and US-3's follow-up (CT or MRI) is already the strongest;
 * an observation is "definitely benign" when the pooled probability of the benign classes
   reaches ``benign_min_prob`` and its pooled malignancy stays below ``benign_max_malignancy``.
 
@@ -68,6 +72,10 @@ class LiradsConfig:
             one second of usable liver at 30 fps, well below any surveillance sweep).
         good_quality: frame quality score at or above which a frame counts as good (our
             choice, matches the key-frame threshold the quality stage defaults to).
+        positive_overrides_few_frames: with fewer than ``min_good_frames`` good frames, a
+            US-3 observation still gives US-3 instead of an abstention (our reading of v2017:
+            the visualization score conveys reduced sensitivity and "does not change the
+            category"; only a negative or subthreshold result needs the whole liver seen).
     """
 
     threshold_mm: float = 10.0
@@ -76,6 +84,7 @@ class LiradsConfig:
     benign_max_malignancy: float = 0.5
     min_good_frames: int = 30
     good_quality: float = 0.5
+    positive_overrides_few_frames: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,15 @@ def categorize(lesions: Sequence[LesionSummary], good_frames: int, calibrated: b
     cfg = config or LiradsConfig()
     vis, vis_reason = visualization
     per_lesion = {les.lesion_id: lesion_category(les, calibrated, cfg) for les in lesions}
+    positive = sorted(k for k, v in per_lesion.items() if v == "US-3")
+    if good_frames < cfg.min_good_frames and positive and cfg.positive_overrides_few_frames:
+        reason = (f"driven by lesion(s) {positive}, seen on only {good_frames} good-quality "
+                  f"analysed frame(s) ({cfg.min_good_frames} needed to support a negative): "
+                  "the positive observation stands; other observations may have been missed")
+        return LiradsResult("US-3", vis, vis_reason,
+                            RECOMMENDATIONS["US-3"] + " Image quality was poor on most frames: "
+                            "the rest of the liver was not adequately seen.", reason,
+                            {k: v or "unmeasured" for k, v in per_lesion.items()})
     if good_frames < cfg.min_good_frames:
         reason = (f"abstained: only {good_frames} good-quality analysed frame(s), "
                   f"{cfg.min_good_frames} needed to support a category")

@@ -79,7 +79,7 @@ class AggregateStage(Stage):
         min_track_frames: observations a confirmed track needs to be reported as a lesion.
         thumb_size_px: side of the key-frame thumbnails.
         lirads_threshold_mm, lirads_benign_min_prob, lirads_benign_max_malignancy,
-        lirads_min_good_frames: see
+        lirads_min_good_frames, lirads_positive_overrides_few_frames: see
             :class:`~sonoflow.stream.aggregation.lirads.LiradsConfig`.
     """
 
@@ -93,6 +93,7 @@ class AggregateStage(Stage):
         "lirads_benign_min_prob": LiradsConfig.benign_min_prob,
         "lirads_benign_max_malignancy": LiradsConfig.benign_max_malignancy,
         "lirads_min_good_frames": LiradsConfig.min_good_frames,
+        "lirads_positive_overrides_few_frames": LiradsConfig.positive_overrides_few_frames,
     }
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -108,6 +109,8 @@ class AggregateStage(Stage):
             benign_min_prob=float(self.config["lirads_benign_min_prob"]),
             benign_max_malignancy=float(self.config["lirads_benign_max_malignancy"]),
             min_good_frames=int(self.config["lirads_min_good_frames"]),
+            positive_overrides_few_frames=bool(
+                self.config["lirads_positive_overrides_few_frames"]),
             good_quality=float(self.config["good_quality"]))
         self._streams: dict[str, _StreamState] = {}
 
