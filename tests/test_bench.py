@@ -274,3 +274,21 @@ def test_set_overrides_every_case_and_the_hash():
     assert sc.parse_set(["infer.weights_dir=runs/x"]) == {"infer": {"weights_dir": "runs/x"}}
     with pytest.raises(ConfigError, match="STAGE.KEY=VALUE"):
         sc.parse_set(["precision=int8"])
+    # --set changes the overrides only: a case's other settings survive it
+    u = sc.parse({**BASE, "variant": [{"label": "f", "fuse": True, "inline": True,
+                                       "max_in_flight": 2}]}, "t.toml").with_overrides(extra)
+    assert (u.cases[0].fuse, u.cases[0].inline, u.cases[0].max_in_flight) == (True, True, 2)
+
+
+def test_max_in_flight_axis_labels_cases_and_reaches_the_pipeline():
+    from sonoflow.stream.bench.engines import build_pipeline
+
+    s = sc.parse({**BASE, "matrix": {"max_in_flight": [0, 1]},
+                  "variant": [{"label": "p", "mode": "processes"},
+                              {"label": "plain", "engine": "plain"}]}, "t.toml")
+    assert [(c.label, c.max_in_flight) for c in s.cases] == [
+        ("p no credit window", 0), ("p max 1 in flight", 1), ("plain", 0)]
+    assert build_pipeline(s, s.cases[1]).max_in_flight == 1
+    assert build_pipeline(s, s.cases[0]).max_in_flight == 0
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        sc.parse({**BASE, "max_in_flight": -1}, "t.toml")
