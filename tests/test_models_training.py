@@ -50,6 +50,10 @@ def test_train_resume_export_load(config, tmp_path):
     assert prov["init"]["sha256"] == file_sha256(run / "best.pt") and prov["init"]["epoch"] == 1
     assert prov["config"]["train"]["lr"] == 0.0005
     assert prov["config"]["model"] == first["config"]["model"] and prov["hash"] != first["hash"]
+    # the second stage exports like the first (its pruned fine-tune ignores `init`)
+    rep2 = frame.export_run(run2, stage2, tmp_path / "weights2", prune=True, int8=False,
+                            progress=False)
+    assert set(rep2["artifacts"]) == {"frame-smoke-fp32", "frame-smoke-pruned-fp32"}
     # weights of another architecture are refused, naming the file
     stage3 = config.parent / "stage3.toml"
     stage3.write_text(f'base = "{config.name}"\n[model.kwargs]\nfpn = 8\n'

@@ -734,7 +734,9 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
                 pruned.fibrosis]
         ratio = float(ex.get("pruning_ratio", 0.3))
         report["pruning"] = prune_channels(pruned, ratio, torch.zeros(1, 1, 256, 256), keep)
-        ft_cfg = {**cfg, "train": {**cfg["train"], "lr": float(ex.get("finetune_lr", 1e-3)),
+        # the fine-tune starts from the pruned weights: never from the training run's `init`
+        train_cfg = {k: v for k, v in cfg["train"].items() if k != "init"}
+        ft_cfg = {**cfg, "train": {**train_cfg, "lr": float(ex.get("finetune_lr", 1e-3)),
                                    "max_minutes": float(ex.get("finetune_minutes", 5)),
                                    "epochs": int(ex.get("finetune_epochs", 3))}}
         t = ft_cfg["train"]
