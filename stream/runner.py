@@ -92,7 +92,8 @@ class _Base:
         self.out: zmq.Socket | None = None
         self.tap: zmq.Socket | None = None
         self.credit_socks: list[zmq.Socket] = []
-        self.credit_auth = None  # a capture's ZAP authenticator for its credit socket (tcp)
+        self.credit_auth = None
+        self._send_poller: zmq.Poller | None = None  # a capture's ZAP authenticator for its credit socket (tcp)
         self.stopped = False
         self.stats: dict[str, Any] = {"processed": 0, "errors": 0, "drops": 0, "gaps": 0,
                                       "sent": 0, "eos": 0}
@@ -169,8 +170,20 @@ class _Base:
                     packet = _dropped(packet.header, f"latest: queue full after {self.spec.name}")
                     frames = m.encode(packet)
                 self.heartbeat()
-                self.check_control(timeout_ms=5)
-                self.out.poll(20, zmq.POLLOUT)
+                self._wait_writable()
+
+    def _wait_writable(self, timeout_ms: int = 100) -> None:
+        """Block until the output can take a packet, a control message arrives or the timeout
+        passes, whichever is first (one poll on both sockets: a freed queue slot wakes the
+        sender at once, not at the next tick of a fixed sleep)."""
+        if self._send_poller is None:
+            self._send_poller = zmq.Poller()
+            self._send_poller.register(self.out, zmq.POLLOUT)
+            if self.ctrl is not None:
+                self._send_poller.register(self.ctrl, zmq.POLLIN)
+        ready = dict(self._send_poller.poll(timeout_ms))
+        if self.ctrl is not None and self.ctrl in ready:
+            self.check_control()
 
     def close_sockets(self) -> None:
         # A normal end must not lose the EOS (or the last frames) still queued for a slow
@@ -653,10 +666,9 @@ class CaptureRunner(_Base):
                 self.out.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
                 return
             except zmq.Again:
-                self.check_control(timeout_ms=5)
+                self._wait_writable(timeout_ms=20)
                 if self.stopped:
                     deadline = min(deadline, time.monotonic() + 0.5)
-                self.out.poll(20, zmq.POLLOUT)
 
 
 class InlineRunner(CaptureRunner, StageRunner):
