@@ -95,3 +95,20 @@ def test_config_base_merges_tables_and_refuses_cycles(tmp_path):
     b.write_text('base = "a.toml"\n')
     with pytest.raises(ModelError, match="cycle"):
         load_config(a)
+
+
+def test_hard_class_fraction_forces_classes_and_leaves_other_settings_alone():
+    from dataclasses import replace
+
+    from sonoflow.training.data.sim_frames import SimFrameSpec, _cache_spec, case_overrides
+
+    base = SimFrameSpec(lesion_boost=1.0)
+    hard = replace(base, hard_class_fraction=1.0, hard_classes=("hcc", "metastasis"))
+    for seed in range(20):
+        a, b = case_overrides(seed, base), case_overrides(seed, hard)
+        n = b["n_lesions"]
+        assert b.pop("lesion_classes") == [("hcc", "metastasis")[i % 2] for i in range(n)]
+        assert a == b  # every other setting of the seed is unchanged
+    # at the default the new fields stay out of the cache meta (older caches stay valid)
+    assert "hard_class_fraction" not in _cache_spec(base)
+    assert _cache_spec(hard)["hard_class_fraction"] == 1.0

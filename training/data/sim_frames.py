@@ -61,6 +61,10 @@ class SimFrameSpec:
         lesion_boost: probability that a case is forced to have 1..4 lesions (the
             simulator's own prior leaves many cases lesion-free).
         small_lesion_fraction: of those, the fraction whose lesions are drawn 4-14 mm.
+        hard_class_fraction: of those, the fraction whose lesions all get a class from
+            ``hard_classes`` (over-samples the classes the detector misses; 0 = the
+            simulator's class prior).
+        hard_classes: the classes ``hard_class_fraction`` draws from, in turn.
     """
 
     render_hw: tuple[int, int] = (336, 448)
@@ -74,6 +78,21 @@ class SimFrameSpec:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     lesion_boost: float = 0.7
     small_lesion_fraction: float = 0.4
+    hard_class_fraction: float = 0.0
+    hard_classes: tuple[str, ...] = ("hcc",)
+
+
+# fields that leave the data unchanged at their default (a cache made before they existed, or
+# with them at the default, stays valid): left out of the cache's meta when at the default
+_NEUTRAL_AT_DEFAULT = {"hard_class_fraction": 0.0, "hard_classes": ("hcc",)}
+
+
+def _cache_spec(spec: SimFrameSpec) -> dict:
+    d = asdict(spec)
+    if d["hard_class_fraction"] == 0.0:
+        for k in _NEUTRAL_AT_DEFAULT:
+            d.pop(k)
+    return d
 
 
 def case_overrides(seed: int, spec: SimFrameSpec) -> dict:
@@ -96,6 +115,10 @@ def case_overrides(seed: int, spec: SimFrameSpec) -> dict:
             # the simulator's size prior (median 20 mm) has few sub-centimetre nodules, which
             # issue 5 asks to find: over-sample them
             ov["lesion_diameters_mm"] = [float(d) for d in rng.uniform(4.0, 14.0, n)]
+        # drawn last and only when on, so every other setting of every seed is unchanged
+        if spec.hard_class_fraction and rng.random() < spec.hard_class_fraction:
+            ov["lesion_classes"] = [spec.hard_classes[i % len(spec.hard_classes)]
+                                    for i in range(n)]
     return ov
 
 
@@ -196,7 +219,7 @@ def build_cache(path: str | Path, seeds: Sequence[int], spec: SimFrameSpec,
         The arrays (see the module docstring).
     """
     path = Path(path)
-    meta = json.loads(json.dumps({"format": CACHE_FORMAT, "spec": asdict(spec)}))
+    meta = json.loads(json.dumps({"format": CACHE_FORMAT, "spec": _cache_spec(spec)}))
     meta_path = path / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
         log.warning("%s: cache spec changed; rebuilding", path)
