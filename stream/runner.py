@@ -92,8 +92,8 @@ class _Base:
         self.out: zmq.Socket | None = None
         self.tap: zmq.Socket | None = None
         self.credit_socks: list[zmq.Socket] = []
-        self.credit_auth = None
-        self._send_poller: zmq.Poller | None = None  # a capture's ZAP authenticator for its credit socket (tcp)
+        self.credit_auth = None  # a capture's ZAP authenticator for its credit socket (tcp)
+        self._send_poller: zmq.Poller | None = None
         self.stopped = False
         self.stats: dict[str, Any] = {"processed": 0, "errors": 0, "drops": 0, "gaps": 0,
                                       "sent": 0, "eos": 0}
@@ -623,9 +623,9 @@ class CaptureRunner(_Base):
         transport.bind(sock, self.spec.credit_endpoint)
         self.credit_socks.append(sock)
         self._acked = 0  # every frame before this seq has been finished at the sink
-        self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
-        self._poller.register(self.ctrl, zmq.POLLIN)
+        self._credit_poller = zmq.Poller()
+        self._credit_poller.register(sock, zmq.POLLIN)
+        self._credit_poller.register(self.ctrl, zmq.POLLIN)
         self.stats.update(credit_wait_ms=0.0, credit_timeouts=0)
         return sock
 
@@ -638,7 +638,7 @@ class CaptureRunner(_Base):
             return
         t0 = time.monotonic()
         while seq >= self._acked + window and not self.stopped:
-            ready = dict(self._poller.poll(int(self.spec.heartbeat_s * 1000)))
+            ready = dict(self._credit_poller.poll(int(self.spec.heartbeat_s * 1000)))
             if credit in ready:
                 while True:
                     try:
@@ -653,8 +653,8 @@ class CaptureRunner(_Base):
                     time.monotonic() - t0 > self.spec.credit_timeout_s:
                 self.stats["credit_timeouts"] += 1
                 log.warning("capture %s: no credit for frame %d in %.0f s (frames %d..%d lost "
-                            "in flight?); going on", self.spec.stream_id, seq, self.spec.credit_timeout_s,
-                            self._acked, seq - 1)
+                            "in flight?); going on", self.spec.stream_id, seq,
+                            self.spec.credit_timeout_s, self._acked, seq - 1)
                 self._acked = seq - window + 1
         self.stats["credit_wait_ms"] += (time.monotonic() - t0) * 1000.0
 

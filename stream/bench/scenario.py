@@ -307,7 +307,8 @@ def parse(doc: dict[str, Any], where: str) -> Scenario:
                 ov.setdefault(name, {}).update(cfg)
             case = _case(where, c, ov, var.get("label", ""), axes, point)
             key = (case.engine, case.mode, case.pacing, case.streams, case.policy, case.hwm,
-                   case.fuse, case.inline, case.groups, case.max_in_flight, json.dumps(case.overrides, sort_keys=True))
+                   case.fuse, case.inline, case.groups, case.max_in_flight,
+                   json.dumps(case.overrides, sort_keys=True))
             if key in seen:
                 continue  # e.g. the plain loop crossed with a mode axis it does not have
             seen.add(key)
