@@ -4,7 +4,13 @@
 It uses only pyzmq, msgpack and numpy - no SonoFlow import - to show that the wire format is
 the contract: a scanner bridge or frame grabber written in any language can feed SonoFlow the
 same way. It binds a PUSH socket, sends ``--frames`` synthetic speckle frames, then an ``eos``
-packet, and exits.
+packet, waits for the receiver to hang up, and exits.
+
+Why wait: a process that exits right after its last send can lose what it sent. LINGER is not
+enough: when the receiver's queue is full, libzmq stops reading the connection, and when the
+sender's process is gone, the bytes still on that connection go with it. (Reproduced: 40 fast
+frames into a receiver with a 16-message queue; 19 arrived.) The receiver closes its socket
+after the ``eos``, and a socket monitor tells the producer when that happens.
 
 One message = multipart ``[topic, header, image]``:
 
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sock.setsockopt(zmq.SNDHWM, 16)
     sock.setsockopt(zmq.LINGER, int(args.timeout_s * 1000))  # let the eos reach the receiver
     sock.setsockopt(zmq.SNDTIMEO, int(args.timeout_s * 1000))
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     sock.bind(args.endpoint)
     rng = np.random.default_rng(args.seed)
     t0 = time.monotonic()
@@ -113,11 +120,17 @@ def main(argv: list[str] | None = None) -> int:
             sock.send_multipart(frame_message(args.stream_id, i, i, args.fps, img,
                                               args.spacing_mm))
         sock.send_multipart(eos_message(args.stream_id, args.frames - 1, args.frames))
+        # keep the connection until the receiver hangs up (it does after the eos)
+        if not monitor.poll(int(args.timeout_s * 1000)):
+            print(f"zmq_producer_example: the receiver did not hang up within "
+                  f"{args.timeout_s:g} s of the eos on {args.endpoint}", file=sys.stderr)
     except zmq.Again:
         print(f"zmq_producer_example: no receiver took a frame for {args.timeout_s:g} s on "
               f"{args.endpoint}", file=sys.stderr)
         return 1
     finally:
+        sock.disable_monitor()
+        monitor.close()
         sock.close()
         ctx.term()
     return 0
