@@ -50,6 +50,8 @@ def test_train_resume_export_load(config, tmp_path):
     assert prov["init"]["sha256"] == file_sha256(run / "best.pt") and prov["init"]["epoch"] == 1
     assert prov["config"]["train"]["lr"] == 0.0005
     assert prov["config"]["model"] == first["config"]["model"] and prov["hash"] != first["hash"]
+    frame.run(stage2, run2, resume=True, progress=False)  # resuming keeps the init record
+    assert json.loads((run2 / "config.json").read_text())["init"] == prov["init"]
     # the second stage exports like the first (its pruned fine-tune ignores `init`)
     rep2 = frame.export_run(run2, stage2, tmp_path / "weights2", prune=True, int8=False,
                             progress=False)

@@ -92,7 +92,11 @@ def fit(spec: FitSpec, cfg: dict[str, Any], out_dir: str | Path, config_text: st
         (out / "config.toml").write_text(config_text)
     model = spec.model
     provenance: dict[str, Any] = {"config": cfg, "hash": config_hash(cfg)}
-    if tcfg.get("init") and not (resume and (out / "last.pt").exists()):
+    resuming = resume and (out / "last.pt").exists()
+    if resuming and tcfg.get("init") and (out / "config.json").exists():
+        # the weights this run grew from were recorded when it started: keep that record
+        provenance["init"] = json.loads((out / "config.json").read_text()).get("init")
+    if tcfg.get("init") and not resuming:
         init = Path(tcfg["init"])
         if not init.is_file():
             raise FileNotFoundError(f"{init}: [train] init checkpoint not found (train the "

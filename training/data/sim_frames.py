@@ -82,16 +82,12 @@ class SimFrameSpec:
     hard_classes: tuple[str, ...] = ("hcc",)
 
 
-# fields that leave the data unchanged at their default (a cache made before they existed, or
-# with them at the default, stays valid): left out of the cache's meta when at the default
-_NEUTRAL_AT_DEFAULT = {"hard_class_fraction": 0.0, "hard_classes": ("hcc",)}
-
-
 def _cache_spec(spec: SimFrameSpec) -> dict:
+    """The spec as the cache's meta records it. With ``hard_class_fraction`` 0 the hard-class
+    fields change no data, so they are left out: a cache made before they existed stays valid."""
     d = asdict(spec)
     if d["hard_class_fraction"] == 0.0:
-        for k in _NEUTRAL_AT_DEFAULT:
-            d.pop(k)
+        del d["hard_class_fraction"], d["hard_classes"]
     return d
 
 
