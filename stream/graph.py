@@ -135,10 +135,7 @@ def load_pipeline(name_or_path: str) -> Pipeline:
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     _check_groups(stages, where)
-    window = edges.get("max_in_flight", 0)
-    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
-        raise ConfigError(f"{where}: [edges] max_in_flight must be an integer >= 0 (0 = no "
-                          f"credit window), got {window!r}")
+    window = _credit_window(edges.get("max_in_flight", 0), f"{where}: [edges] max_in_flight")
     pipe = Pipeline(doc.get("name", p.stem), stages, policy, int(edges.get("hwm", 8)), where,
                     window)
     for e in doc.get("edge", []):
@@ -148,6 +145,18 @@ def load_pipeline(name_or_path: str) -> Pipeline:
                               f"expected one of {POLICIES}")
         pipe.stage(e["to"]).policy = pol
     return pipe
+
+
+def _credit_window(value: Any, what: str) -> int:
+    """A credit window (``max_in_flight``): an integer >= 0, 0 meaning none.
+
+    Raises:
+        ConfigError: anything else, naming ``what``.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{what} must be an integer >= 0 (0 = no credit window), got "
+                          f"{value!r}")
+    return value
 
 
 def _check_groups(stages: list[StageDecl], where: str) -> None:
@@ -352,9 +361,8 @@ class Supervisor:
         self.on_progress = on_progress
         self.on_ready = on_ready
         self.inline_capture = inline_capture
-        self.max_in_flight = pipeline.max_in_flight if max_in_flight is None else max_in_flight
-        if not isinstance(self.max_in_flight, int) or self.max_in_flight < 0:
-            raise ConfigError(f"max_in_flight must be an integer >= 0, got {self.max_in_flight!r}")
+        self.max_in_flight = pipeline.max_in_flight if max_in_flight is None else \
+            _credit_window(max_in_flight, "max_in_flight")
         if inline_capture and len(sources) != 1:
             raise ConfigError(f"inline capture runs one stream; got {len(sources)} sources")
         self.run_id = uuid.uuid4().hex[:8]

@@ -478,6 +478,8 @@ def test_max_in_flight_comes_from_the_pipeline_file_and_is_checked(tmp_path):
     assert cap.max_in_flight == 2 and sink.credit_endpoints == {cap.stream_id:
                                                                 cap.credit_endpoint}
     assert Supervisor(pipe, ["pattern:frames=3"], max_in_flight=0).specs[0].max_in_flight == 0
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        Supervisor(pipe, ["pattern:frames=3"], max_in_flight=-2)
     f.write_text('[edges]\nmax_in_flight = -1\n[[stage]]\nkey = "sink"\n')
     with pytest.raises(ConfigError, match="max_in_flight"):
         load_pipeline(str(f))
