@@ -151,6 +151,7 @@ def categorize(lesions: Sequence[LesionSummary], good_frames: int, calibrated: b
     cfg = config or LiradsConfig()
     vis, vis_reason = visualization
     per_lesion = {les.lesion_id: lesion_category(les, calibrated, cfg) for les in lesions}
+    shown = {k: v or "unmeasured" for k, v in per_lesion.items()}  # per lesion, when not final
     positive = sorted(k for k, v in per_lesion.items() if v == "US-3")
     if good_frames < cfg.min_good_frames and positive and cfg.positive_overrides_few_frames:
         reason = (f"driven by lesion(s) {positive}, seen on only {good_frames} good-quality "
@@ -159,14 +160,14 @@ def categorize(lesions: Sequence[LesionSummary], good_frames: int, calibrated: b
         return LiradsResult("US-3", vis, vis_reason,
                             RECOMMENDATIONS["US-3"] + " Image quality was poor on most frames: "
                             "the rest of the liver was not adequately seen.", reason,
-                            {k: v or "unmeasured" for k, v in per_lesion.items()})
+                            shown)
     if good_frames < cfg.min_good_frames:
         reason = (f"abstained: only {good_frames} good-quality analysed frame(s), "
                   f"{cfg.min_good_frames} needed to support a category")
         return LiradsResult(None, vis, vis_reason,
                             "No category: too few good-quality frames. Repeat the ultrasound "
                             "with adequate image quality.", reason,
-                            {k: v or "unmeasured" for k, v in per_lesion.items()})
+                            shown)
     unmeasured = sorted(k for k, v in per_lesion.items() if v is None)
     if unmeasured:
         reason = (f"abstained: lesion(s) {unmeasured} are not definitely benign but the image is "
@@ -175,7 +176,7 @@ def categorize(lesions: Sequence[LesionSummary], good_frames: int, calibrated: b
         return LiradsResult(None, vis, vis_reason,
                             "No category: size unknown (no pixel spacing). Measure the "
                             "observation(s) on a calibrated image.", reason,
-                            {k: v or "unmeasured" for k, v in per_lesion.items()})
+                            shown)
     category = max(per_lesion.values(), key=CATEGORIES.index, default="US-1")
     drivers = sorted(k for k, v in per_lesion.items() if v == category)
     if not per_lesion:
