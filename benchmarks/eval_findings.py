@@ -234,7 +234,8 @@ class ClipRun:
 
 def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
              infer_config: dict[str, Any] | None = None,
-             aggregate_config: dict[str, Any] | None = None) -> ClipRun:
+             aggregate_config: dict[str, Any] | None = None,
+             track_config: dict[str, Any] | None = None) -> ClipRun:
     """Simulate one clip and push it through the stages in process."""
     from sonoflow.stream.sim import sample_case, simulate_clip
 
@@ -248,7 +249,7 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
     gt_det = GroundTruthNoiseDetector(seed, truth) if detector_kind == "gt-noise" else None
     cls_det = ClassifierOnTruthBoxes(seed, truth) if detector_kind == "gt-boxes-classifier" \
         else None
-    track = create("track")
+    track = create("track", track_config)
     aggs = {m: create("aggregate", {**(aggregate_config or {}), "method": m})
             for m in ("log_odds", "attention")}
     for s in [*stages, *([infer] if infer else []), track, *aggs.values()]:
@@ -354,7 +355,9 @@ def truth_lesion_table(run: ClipRun) -> dict[int, dict[str, Any]]:
     A frame counts as "in view" when the scan plane cuts the lesion *and* the lesion is
     visible there by :func:`sonoflow.training.data.visibility.lesion_visibility` (echo around
     it, contrast): a lesion cut in a rib shadow or beyond the penetration depth is not in view.
-    ``frames_cut`` counts every frame the plane cuts it, visible or not.
+    ``frames_cut`` counts every frame the plane cuts it, visible or not; ``frames_good``
+    counts the in-view frames the simulator labels good quality (not too dark, frozen, blurred
+    or off the skin): the frames a quality gate is meant to let through.
     """
     out: dict[int, dict[str, Any]] = {}
     for les in run.truth["lesions"]:
@@ -374,6 +377,8 @@ def truth_lesion_table(run: ClipRun) -> dict[int, dict[str, Any]]:
             if not vis.get(int(les["lesion_id"]), not run.frame_visible):
                 continue
             t["frames"] += 1
+            if ft.get("quality_label", "good") == "good":
+                t["frames_good"] = t.get("frames_good", 0) + 1
             t["max_inplane_mm"] = max(t["max_inplane_mm"], float(les.get("diameter_mm", 0.0)))
     return out
 
@@ -384,6 +389,8 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     truth = truth_lesion_table(run)
     eligible = {k for k, t in truth.items()
                 if t["max_inplane_mm"] >= ELIGIBLE_MM and t["frames"] >= ELIGIBLE_FRAMES}
+    # the same rule over good-quality frames only (reported beside it)
+    eligible_good = {k for k in eligible if truth[k].get("frames_good", 0) >= ELIGIBLE_FRAMES}
     # the same rule on every frame the plane cuts, visible or not (reported beside it)
     eligible_cut = {k for k, t in truth.items()
                     if t.get("max_inplane_mm_cut", 0.0) >= ELIGIBLE_MM
@@ -418,6 +425,8 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     return {
         "seed": run.seed, "eligible": len(eligible),
         "recalled": sum(1 for t in eligible if t in per_truth),
+        "eligible_good": len(eligible_good),
+        "recalled_good": sum(1 for t in eligible_good if t in per_truth),
         "eligible_cut": len(eligible_cut),
         "recalled_cut": sum(1 for t in eligible_cut if t in per_truth),
         "false_lesions": len(false_lesions),
@@ -503,6 +512,9 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
             "lesion_level": {
                 "eligible_lesions": eligible,
                 "recall": (sum(s["recalled"] for s in scores) / eligible) if eligible else None,
+                "eligible_lesions_good": sum(s["eligible_good"] for s in scores),
+                "recall_good": (sum(s["recalled_good"] for s in scores)
+                                / max(sum(s["eligible_good"] for s in scores), 1)),
                 "eligible_lesions_cut": sum(s["eligible_cut"] for s in scores),
                 "recall_cut": (sum(s["recalled_cut"] for s in scores)
                                / max(sum(s["eligible_cut"] for s in scores), 1)),
@@ -584,6 +596,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
 
     row("lesion recall (>= 10 mm, >= 10 frames in view)", ">= 90 %", "-", "recall",
         "lesion_level")
+    row("lesion recall, >= 10 in-view frames of good quality (simulator label)", "-", "-",
+        "recall_good", "lesion_level")
     row("lesion recall, visibility ignored (>= 10 frames cut by the plane)", "-", "-",
         "recall_cut", "lesion_level")
     row("false lesions per clip", "<= 0.3", "-", "false_lesions_per_clip", "lesion_level",
@@ -614,7 +628,9 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     cost = "; ".join(f"{k} p50 {v['p50']:.2f} ms, p99 {v['p99']:.2f} ms"
                      for k, v in summary.get("stage_ms_per_frame", {}).items())
     lines += ["", f"Per-frame cost, in process: {cost}.  "]
-    lines += [f"Eligible lesions: {lo['lesion_level']['eligible_lesions']}; LI-RADS "
+    lines += [f"Eligible lesions: {lo['lesion_level']['eligible_lesions']} "
+              f"({lo['lesion_level']['eligible_lesions_good']} with >= {ELIGIBLE_FRAMES} "
+              f"good-quality frames in view); LI-RADS "
               f"abstentions: {lo['case_level']['lirads_abstained']} (log-odds), "
               f"{at['case_level']['lirads_abstained']} (attention); matched frame detections: "
               f"{fl['matched_detections']}.", ""]
@@ -644,6 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aggregate-config", type=json.loads, default=None,
                     help='JSON config of both aggregate stages (the method is set apart), e.g. '
                          '\'{"min_track_frames": 5}\'')
+    ap.add_argument("--track-config", type=json.loads, default=None,
+                    help='JSON config of the track stage, e.g. \'{"min_hits": 2}\'')
     ap.add_argument("--machine-note", default="",
                     help="free text stored with the machine, e.g. 'shared with other work'")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -655,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_keys = [] if args.no_prep else ["preprocess", "quality"]
     t0 = time.perf_counter()
     runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys,
-                     args.infer_config, args.aggregate_config)
+                     args.infer_config, args.aggregate_config, args.track_config)
             for k in tqdm(range(args.clips), desc="clips", unit="clip")]
     seconds = time.perf_counter() - t0
     summary = summarise(runs)
@@ -663,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                     "first_seed": args.first_seed, "stages": stage_keys,
                     "infer_config": args.infer_config,
                     "aggregate_config": args.aggregate_config,
+                    "track_config": args.track_config,
                     "machine": _machine_text(args.machine_note),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "seconds": round(seconds, 1)})
@@ -676,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --infer-config '{json.dumps(args.infer_config)}'" if args.infer_config else "")
            + (f" --aggregate-config '{json.dumps(args.aggregate_config)}'"
               if args.aggregate_config else "")
+           + (f" --track-config '{json.dumps(args.track_config)}'" if args.track_config else "")
            + (f" --out {args.out}" if args.out != Path("benchmarks/results") else ""))
     md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)

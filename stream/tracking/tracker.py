@@ -44,10 +44,15 @@ class TrackerConfig:
     """Tracker thresholds. Counts are in tracker updates (analysed frames).
 
     Attributes:
-        high_confidence: detections at or above this enter pass 1. Set just below the frame
-            network's shipped operating threshold (``frame-v1`` card: heatmap 0.387), so every
-            detection the model reports at its operating point can start and extend tracks;
-            lower the infer stage's ``heatmap_threshold`` to feed pass 2 with weaker ones.
+        high_confidence: detections at or above this enter pass 1. It was set just below
+            session 3's ``frame-v1`` operating threshold (heatmap 0.387). The shipped
+            ``frame-v1`` card's threshold is now 0.267, *below* this: its detections in
+            [0.267, 0.35) extend confirmed tracks (pass 2) but do not start tracks. Measured on
+            tuning clips (seeds 930001-930020, ``benchmarks/eval_findings.py --track-config``):
+            following the card (0.26 for this and ``new_track_confidence``) found 17 instead of
+            16 of 24 lesions but doubled the false lesions (0.7 -> 1.4 per clip), so 0.35
+            stays. Lower the infer stage's ``heatmap_threshold`` to feed pass 2 with weaker
+            detections.
         low_confidence: detections in ``[low_confidence, high_confidence)`` enter pass 2 only;
             below it they are ignored.
         new_track_confidence: an unmatched detection starts a track only at or above this.
