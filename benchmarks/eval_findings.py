@@ -405,7 +405,7 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     for lid, t in assign.items():
         if t:
             per_truth[t].append(lid)
-    type_hits, size_err, size_err_best, type_pairs = [], [], [], []
+    type_hits, size_err, size_err_best, type_pairs, size_signed = [], [], [], [], []
     mal_pairs = []
     for t, lids in per_truth.items():
         main = max(lids, key=lambda k: reported[k].get("n_frames", 0))
@@ -416,6 +416,8 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         if les.get("long_axis_mm") is not None and truth[t]["max_inplane_mm"] > 0:
             size_err.append(abs(les["long_axis_mm"] - truth[t]["max_inplane_mm"])
                             / truth[t]["max_inplane_mm"])
+            size_signed.append((les["long_axis_mm"] - truth[t]["max_inplane_mm"])
+                               / truth[t]["max_inplane_mm"])
             best = _inplane_at(run, t, les["best_frame"])
             if best:
                 size_err_best.append(abs(les["long_axis_mm"] - best) / best)
@@ -431,7 +433,8 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         "recalled_cut": sum(1 for t in eligible_cut if t in per_truth),
         "false_lesions": len(false_lesions),
         "fragments": [len(per_truth[t]) for t in eligible if t in per_truth],
-        "type_hits": type_hits, "type_pairs_true_reported": type_pairs, "size_rel_err": size_err, "size_rel_err_bestframe": size_err_best,
+        "type_hits": type_hits, "type_pairs_true_reported": type_pairs, "size_rel_err": size_err,
+        "size_signed_rel_err": size_signed, "size_rel_err_bestframe": size_err_best,
         "malignancy_pairs": mal_pairs,
         "lirads": case["lirads"]["category"], "lirads_truth_case": run.truth["lirads_category"],
         "lirads_truth_in_view": truth_in_view,
@@ -527,6 +530,8 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
                 "malignancy_auc": _auc([p for s in scores for p in s["malignancy_pairs"]]),
                 "long_axis_within_15pct": _mean([e <= 0.15 for e in size]),
                 "long_axis_median_rel_err": _median(size),
+                "long_axis_median_signed_rel_err": _median(
+                    [x for s in scores for x in s["size_signed_rel_err"]]),
                 "long_axis_within_15pct_vs_bestframe_truth": _mean([e <= 0.15 for e in size_best]),
             },
             "case_level": {
