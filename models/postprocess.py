@@ -18,6 +18,37 @@ from sonoflow.models.outputs import Detections, FrameOutputs
 FRAME_OUTPUTS = ("heatmap", "size", "offset", "lesion_mask", "liver_mask", "steatosis",
                  "fibrosis")
 
+#: Test-time augmentation modes of the frame network: ``"none"`` (one pass) or ``"hflip"`` (the
+#: frame and its lateral mirror, merged by :func:`merge_hflip`). Each mode has its own heatmap
+#: threshold in the card (:func:`heatmap_threshold_key`): averaging two passes changes the
+#: score distribution, so a threshold chosen for one mode does not hold for the other.
+TTA_MODES = ("none", "hflip")
+
+
+def heatmap_threshold_key(tta: str) -> str:
+    """The card ``thresholds`` key of a TTA mode's heatmap threshold."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; expected one of {TTA_MODES}")
+    return "heatmap" if tta == "none" else f"heatmap_{tta}"
+
+
+def merge_hflip(plain: dict[str, np.ndarray], mirrored: dict[str, np.ndarray]
+                ) -> dict[str, np.ndarray]:
+    """Merge the frame network's outputs on a batch and on its lateral mirror (``x[..., ::-1]``).
+
+    Maps (heatmap, size, masks) are mirrored back and averaged; the class vectors (steatosis,
+    fibrosis) are averaged. The sub-cell ``offset`` comes from the plain pass only: mirroring
+    moves a centre to the other side of its cell, so the two offset maps do not average.
+    Lateral mirroring is the one flip that keeps ultrasound physics: the beam still runs down,
+    so posterior enhancement and shadows stay below their cause.
+    """
+    out = dict(plain)
+    for k in ("heatmap", "size", "lesion_mask", "liver_mask"):
+        out[k] = 0.5 * (plain[k] + mirrored[k][..., ::-1])
+    for k in ("steatosis", "fibrosis"):
+        out[k] = 0.5 * (plain[k] + mirrored[k])
+    return out
+
 
 def heatmap_peaks(heatmap: np.ndarray, threshold: float, max_peaks: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -107,6 +107,7 @@ class InferResult(msgspec.Struct):
     models: dict[str, str] = msgspec.field(default_factory=dict)  # model id -> sha256[:12]
     backend: str = ""
     precision: str = ""
+    tta: str = ""  # frame-network test-time augmentation: "none", "hflip" ("" = not stated)
 
 
 class LesionSummary(msgspec.Struct):

@@ -92,7 +92,7 @@ def test_fills_infer_result_and_masks(weights, sim_frame, preprocess):
 
 def test_boxes_and_masks_map_back_to_original_pixels(weights, sim_frame):
     """A peak planted in the network's output lands at the matching frame pixels."""
-    s = stage(weights, classifier_model="")
+    s = stage(weights, classifier_model="", tta="none")
     pk = packet(sim_frame)
     x0, y0, x1, y1 = pk.header.preprocess.sector_xyxy_px
     scale = min(256 / (x1 - x0), 256 / (y1 - y0))
@@ -147,3 +147,68 @@ def test_missing_frame_model_names_what_exists(weights):
     s = InferStage({"frame_model": "frame-v9", "weights_dir": str(weights)})
     with pytest.raises(ModelError, match="frame-test-fp32"):
         s.open()
+
+
+def test_hflip_tta_runs_the_mirrored_frame_and_merges_back(weights, sim_frame):
+    """The second pass sees the lateral mirror; its outputs are mirrored back and averaged, so
+    a lesion both passes see lands once, at the same pixels, with the mean confidence."""
+    s = stage(weights, classifier_model="", tta="hflip")
+    calls: list[np.ndarray] = []
+    iy, ix = 30, 20
+
+    def plant(real):
+        return lambda inputs: planted(real, inputs)
+
+    def planted(real, inputs):
+        (x,) = inputs.values()
+        calls.append(x.copy())
+        out = {k: np.zeros_like(v) for k, v in real(inputs).items()}
+        first = len(calls) % 2 == 1
+        col = ix if first else 63 - ix  # the mirrored pass sees the lesion on the other side
+        out["heatmap"][0, 0, iy, col] = 0.9 if first else 0.7
+        out["size"][0, :, iy, col] = (12.0, 12.0)
+        out["offset"][0, :, iy, col] = (0.5, 0.5)
+        out["steatosis"][0, 1 if first else 3] = 1.0
+        return out
+
+    real = s._frame.run
+    s._frame.run = plant(real)
+    res = s.process(packet(sim_frame)).header.infer
+    assert len(calls) == 2
+    np.testing.assert_array_equal(calls[1], calls[0][..., ::-1])
+    assert res.tta == "hflip"
+    assert len(res.detections) == 1
+    assert res.detections[0].confidence == pytest.approx(0.8, abs=1e-4)
+    assert res.steatosis_probs["S1"] == pytest.approx(0.5, abs=1e-3)
+    assert res.steatosis_probs["S3"] == pytest.approx(0.5, abs=1e-3)
+    s._frame.run = real
+    s.close()
+
+    one = stage(weights, classifier_model="", tta="none")
+    calls.clear()
+    one._frame.run = plant(one._frame.run)
+    res = one.process(packet(sim_frame)).header.infer
+    assert len(calls) == 1 and res.tta == "none"
+    assert res.detections[0].confidence == pytest.approx(0.9, abs=1e-4)
+    one.close()
+
+
+def test_hflip_tta_needs_its_threshold_in_the_card(tmp_path):
+    helpers.tiny_frame_artifact(tmp_path, "frame-old", hflip=False)
+    s = InferStage({"frame_model": "frame-old", "classifier_model": "",
+                    "weights_dir": str(tmp_path), "tta": "hflip"})
+    with pytest.raises(ModelError, match="heatmap_hflip.*tta = \"none\""):
+        s.open()
+    s.close()
+    for cfg in ({"tta": "none"}, {"tta": "hflip", "heatmap_threshold": 0.3}):
+        ok = InferStage({"frame_model": "frame-old", "classifier_model": "",
+                         "weights_dir": str(tmp_path), "warmup": 0, **cfg})
+        ok.open()
+        ok.close()
+
+
+def test_unknown_tta_is_a_config_error():
+    from sonoflow.stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vflip"):
+        InferStage({"tta": "vflip"})

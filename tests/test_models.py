@@ -30,19 +30,23 @@ TINY = {"widths": (8, 8, 16, 16, 24), "depths": (1, 1, 1, 1), "expand": 2.0, "fp
         "head": 16}
 
 
-def frame_card(model_id: str = "frame-test", precision: str = "fp32", **kw) -> ModelCard:
+def frame_card(model_id: str = "frame-test", precision: str = "fp32", hflip: bool = True,
+               **kw) -> ModelCard:
     from sonoflow.training.tasks.frame import frame_card as make
 
     cfg = {"model": {"id": model_id, "normalisation": NORM, "kwargs": {}},
            "data": {"train_seeds": [0, 1], "val_seeds": [2, 3], "heldout_seeds": [4, 5]}}
-    card = make(cfg, precision, 1, 0.01, {}, 0.3, checkpoint=f"{model_id}.pt")
+    card = make(cfg, precision, 1, 0.01, {}, 0.3, checkpoint=f"{model_id}.pt",
+                threshold_hflip=0.28 if hflip else None)
     for k, v in kw.items():
         setattr(card, k, v)
     return card
 
 
-def tiny_frame_artifact(folder: Path, model_id: str = "frame-test", seed: int = 0):
-    """Export a random-weight tiny FrameNet as ``<id>-fp32.onnx`` + card + ``<id>.pt``."""
+def tiny_frame_artifact(folder: Path, model_id: str = "frame-test", seed: int = 0,
+                        hflip: bool = True):
+    """Export a random-weight tiny FrameNet as ``<id>-fp32.onnx`` + card + ``<id>.pt``
+    (``hflip``: the card carries a threshold for the hflip test-time augmentation)."""
     import torch
 
     from sonoflow.models.arch.frame_net import FrameNet
@@ -51,7 +55,7 @@ def tiny_frame_artifact(folder: Path, model_id: str = "frame-test", seed: int = 
 
     torch.manual_seed(seed)
     model = FrameNet(**TINY).eval()
-    card = export_onnx(model, frame_card(model_id), folder / f"{model_id}-fp32.onnx")
+    card = export_onnx(model, frame_card(model_id, hflip=hflip), folder / f"{model_id}-fp32.onnx")
     save_checkpoint(folder / f"{model_id}.pt", model, {"name": "frame_net", "kwargs": TINY},
                     {}, 0, card=card.to_dict())
     return folder / f"{model_id}-fp32.onnx", card, model
@@ -281,3 +285,25 @@ def test_pruned_model_rebuilds_from_its_state_dict():
     x = torch.randn(1, 1, 256, 256)
     for a, b in zip(model(x), again.eval()(x), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_merge_hflip_mirrors_maps_back_and_keeps_the_plain_offsets():
+    from sonoflow.models.postprocess import heatmap_threshold_key, merge_hflip
+
+    rng = np.random.default_rng(0)
+    plain = {"heatmap": rng.random((1, 1, 8, 8)), "size": rng.random((1, 2, 8, 8)),
+             "offset": rng.random((1, 2, 8, 8)), "lesion_mask": rng.random((1, 1, 16, 16)),
+             "liver_mask": rng.random((1, 1, 16, 16)), "steatosis": np.array([[1.0, 0, 0, 0]]),
+             "fibrosis": np.array([[0, 1.0, 0, 0, 0]])}
+    # a network that sees the mirror and answers with the mirror of its plain answer
+    mirrored = {k: (v[..., ::-1] if v.ndim == 4 else v) for k, v in plain.items()}
+    mirrored["steatosis"] = np.array([[0, 0, 1.0, 0]])
+    out = merge_hflip(plain, mirrored)
+    for k in ("heatmap", "size", "lesion_mask", "liver_mask"):
+        np.testing.assert_allclose(out[k], plain[k])
+    np.testing.assert_array_equal(out["offset"], plain["offset"])
+    np.testing.assert_allclose(out["steatosis"], [[0.5, 0, 0.5, 0]])
+    assert heatmap_threshold_key("none") == "heatmap"
+    assert heatmap_threshold_key("hflip") == "heatmap_hflip"
+    with pytest.raises(ValueError, match="vflip"):
+        heatmap_threshold_key("vflip")

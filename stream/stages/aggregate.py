@@ -62,6 +62,7 @@ class _StreamState:
     models: dict[str, str] = field(default_factory=dict)
     precision: str = ""
     backend: str = ""
+    tta: str = ""
     mm_per_px: tuple[float, float] | None = None
     calibration_source: str = "none"
     calibration_note: str = ""
@@ -138,6 +139,7 @@ class AggregateStage(Stage):
             st.models.update(inf.models)
             st.precision = inf.precision or st.precision
             st.backend = inf.backend or st.backend
+            st.tta = inf.tta or st.tta
             if quality >= self.lirads_config.good_quality:
                 st.good_frames += 1
                 st.steatosis.append(dict(inf.steatosis_probs))
@@ -274,7 +276,8 @@ class AggregateStage(Stage):
             "aggregation": {"method": method, "min_track_frames": min_frames,
                             "weights": "frame quality x detection confidence"},
             "models": models,
-            "inference": {"backend": st.backend or None, "precision": st.precision or None},
+            "inference": {"backend": st.backend or None, "precision": st.precision or None,
+                          "tta": st.tta or None},
             "software": {"name": "sonoflow", "version": __version__},
             "synthetic_models": synthetic,
             "synthetic_statement": (SYNTHETIC_STATEMENT if synthetic else

@@ -6,8 +6,10 @@ For each key frame (``header.quality is None or header.quality.keyframe``):
    preprocess did not run) of the ``gray`` buffer (else ``image``, converted to grey) into the
    frame network's input, blanking outside ``sector_mask`` when that buffer is present (what
    the network saw in training: the simulator's sector mask);
-2. run the frame network; decode CenterNet detections, map boxes back to original-frame
-   pixels; warp the lesion and liver masks back onto the frame;
+2. run the frame network (with ``tta = "hflip"``, on the frame and on its
+   lateral mirror, merged by :func:`sonoflow.models.postprocess.merge_hflip`); decode
+   CenterNet detections at the card's threshold for that mode, map boxes back to
+   original-frame pixels; warp the lesion and liver masks back onto the frame;
 3. crop every detection (the classifier's crop contract from its card) and run the classifier
    on the batch;
 4. fill ``header.infer`` (:class:`~sonoflow.stream.messages.InferResult`), add the arrays
@@ -27,7 +29,9 @@ Config (pipeline file / CLI):
 * ``backend`` (``"ort-cpu"``), ``precision`` (``"fp32"``), ``classifier_precision`` (``""`` =
   same as ``precision``), ``threads`` (1);
 * ``weights_dir`` (``""`` = the shipped ``models/weights``), ``heatmap_threshold`` (``0`` = the
-  card's), ``warmup`` (runs at open).
+  card's threshold for the TTA mode), ``warmup`` (runs at open);
+* ``tta``: ``"none"`` (one pass) or ``"hflip"`` (two passes: about twice the frame network's
+  time). A card without a threshold for the mode fails ``open()``.
 """
 
 from __future__ import annotations
@@ -43,9 +47,16 @@ from sonoflow.models import runtime as model_runtime
 from sonoflow.models.card import LESION_FEATURES, LESION_TYPES, ModelCard
 from sonoflow.models.errors import BackendUnavailable as ModelBackendUnavailable
 from sonoflow.models.errors import ModelError as ModelLayerError
-from sonoflow.models.postprocess import FRAME_OUTPUTS, decode_frame, instance_mask
+from sonoflow.models.postprocess import (
+    FRAME_OUTPUTS,
+    TTA_MODES,
+    decode_frame,
+    heatmap_threshold_key,
+    instance_mask,
+    merge_hflip,
+)
 from sonoflow.models.preprocess import crop_square, letterbox, normalise
-from sonoflow.stream.errors import BackendUnavailable, ModelError, StageError
+from sonoflow.stream.errors import BackendUnavailable, ConfigError, ModelError, StageError
 from sonoflow.stream.messages import Detection, FrameHeader, InferResult, Packet
 from sonoflow.stream.stage import Stage
 
@@ -79,11 +90,15 @@ class InferStage(Stage):
         "threads": 1,
         "weights_dir": "",
         "heatmap_threshold": 0.0,
+        "tta": "none",
         "warmup": 2,
     }
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)
+        if self.config["tta"] not in TTA_MODES:
+            raise ConfigError(f"infer: tta = {self.config['tta']!r}; expected one of "
+                              f"{list(TTA_MODES)}")
         self._frame = None
         self._cls = None
         self._models: dict[str, str] = {}
@@ -101,6 +116,12 @@ class InferStage(Stage):
         search = [c["weights_dir"]] if c["weights_dir"] else None
         self._frame = self._load(c["frame_model"], c["precision"], search)
         self._check_frame_card(self._frame.card)
+        key = heatmap_threshold_key(c["tta"])
+        if key not in self._frame.card.thresholds and not float(c["heatmap_threshold"]):
+            raise ModelError(f"infer: frame model {self._frame.card.artifact_name} has no "
+                             f"thresholds[{key!r}] for tta = {c['tta']!r} (its card has "
+                             f"{sorted(self._frame.card.thresholds)}); re-export it, set "
+                             f"tta = \"none\", or give heatmap_threshold explicitly")
         if c["classifier_model"]:
             self._cls = self._load(c["classifier_model"],
                                    c["classifier_precision"] or c["precision"], search,
@@ -192,7 +213,8 @@ class InferStage(Stage):
         canvas, lb = letterbox(gray, box, (card.input.height, card.input.width),
                                valid_mask=sector, pad_value=card.input.pad_value)
         outs = self._run_frame(normalise(canvas, card.input))
-        thr = float(self.config["heatmap_threshold"]) or None
+        thr = (float(self.config["heatmap_threshold"])
+               or float(card.thresholds[heatmap_threshold_key(self.config["tta"])]))
         fo = decode_frame(outs, card, threshold=thr)
         boxes = lb.to_original_xyxy(fo.detections.xyxy_px)
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, W)
@@ -244,7 +266,7 @@ class InferStage(Stage):
                 card.class_names["fibrosis"], fo.fibrosis_probs, strict=True)},
             liver_fraction=round(float(np.count_nonzero(liver)) / max(area, 1.0), 4),
             models=dict(self._models), backend=self.config["backend"],
-            precision=self._frame.precision)
+            precision=self._frame.precision, tta=self.config["tta"])
         packet.arrays["lesion_mask"] = ids
         packet.arrays["liver_mask"] = liver.astype(np.uint8)
         header.status = "analysed"
@@ -266,7 +288,11 @@ class InferStage(Stage):
         return img
 
     def _run_frame(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self._frame.run({self._frame.card.input.name: x})
+        name = self._frame.card.input.name
+        outs = self._frame.run({name: x})
+        if self.config["tta"] == "hflip":
+            outs = merge_hflip(outs, self._frame.run({name: np.ascontiguousarray(x[..., ::-1])}))
+        return outs
 
     @property
     def _type_names(self) -> list[str]:

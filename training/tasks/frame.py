@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sonoflow.models.arch.frame_net import FrameNet
 from sonoflow.models.card import FIBROSIS_STAGES, STEATOSIS_GRADES, InputSpec, ModelCard
 from sonoflow.models.errors import ModelError
-from sonoflow.models.postprocess import decode_detections
+from sonoflow.models.postprocess import decode_detections, heatmap_threshold_key, merge_hflip
 from sonoflow.models.preprocess import normalise
 from sonoflow.training import metrics as M
 from sonoflow.training.data.sim_frames import QUALITY_LABELS, SimFrameSpec, build_cache
@@ -495,8 +495,15 @@ def val_score(res: dict[str, Any]) -> float:
 
 def frame_card(cfg: dict[str, Any], precision: str, params: int, gflops: float,
                metrics: dict[str, Any], threshold: float, pruning_ratio: float = 0.0,
-               checkpoint: str = "", model_id: str = "") -> ModelCard:
-    """The frame model's card (see ``models_api``); ``model_id`` defaults to the config's."""
+               checkpoint: str = "", model_id: str = "",
+               threshold_hflip: float | None = None) -> ModelCard:
+    """The frame model's card (see ``models_api``); ``model_id`` defaults to the config's.
+    ``threshold_hflip``: the heatmap threshold of the ``"hflip"`` test-time augmentation
+    (``thresholds["heatmap_hflip"]``), chosen the same way on the same validation seeds."""
+    thresholds = {"heatmap": float(threshold), "mask": 0.5, "nms_iou": 0.5,
+                  "max_detections": 20.0}
+    if threshold_hflip is not None:
+        thresholds[heatmap_threshold_key("hflip")] = float(threshold_hflip)
     m = cfg["model"]
     d = cfg["data"]
     return ModelCard(
@@ -514,15 +521,15 @@ def frame_card(cfg: dict[str, Any], precision: str, params: int, gflops: float,
         },
         class_names={"steatosis": list(STEATOSIS_GRADES), "fibrosis": list(FIBROSIS_STAGES),
                      "detection": ["lesion"]},
-        thresholds={"heatmap": float(threshold), "mask": 0.5, "nms_iou": 0.5,
-                    "max_detections": 20.0},
+        thresholds=thresholds,
         pruning_ratio=float(pruning_ratio), params=int(params), gflops=float(gflops),
         training={"data": "synthetic: sonoflow simulator (sonoflow.stream.sim), letterboxed "
                           "sector, randomised probe/gain/depth/UI",
                   "config_hash": config_hash(cfg),
                   "seeds": {k: d[f"{k}_seeds"] for k in ("train", "val", "heldout")},
-                  "threshold_source": "heatmap threshold: <= 0.1 FP/frame on the validation "
-                                      "seeds (never the held-out ones)"},
+                  "threshold_source": "heatmap thresholds (one per test-time augmentation "
+                                      "mode): <= 0.1 FP/frame on the validation seeds (never "
+                                      "the held-out ones)"},
         metrics=metrics, synthetic_only=True,
         extra={"checkpoint": checkpoint, "stride": STRIDE, "mask_stride": 2,
                "arch": ARCH_NAME},
@@ -603,6 +610,15 @@ def evaluate_checkpoint(ckpt_path: Path, cfg: dict[str, Any], workers: int = 2
 
 
 # ----------------------------------------------------------------------------- export ----
+
+
+def hflip_outputs(outputs_fn):
+    """``outputs_fn`` with the ``"hflip"`` test-time augmentation (the infer stage's default):
+    the batch and its lateral mirror, merged by :func:`sonoflow.models.postprocess.merge_hflip`."""
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        return merge_hflip(outputs_fn(x), outputs_fn(np.ascontiguousarray(x[..., ::-1])))
+    return run
 
 
 def ort_outputs(rt):
@@ -692,8 +708,10 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
         params = sum(p.numel() for p in m.parameters())
         gflops = count_gflops(m)
         thr = threshold_on_val(torch_outputs(m))
+        thr_hflip = threshold_on_val(hflip_outputs(torch_outputs(m)))
         ckpt_name = f"{model_id}.pt"
-        card = frame_card(cfg, "fp32", params, gflops, {}, thr, ratio, ckpt_name, model_id)
+        card = frame_card(cfg, "fp32", params, gflops, {}, thr, ratio, ckpt_name, model_id,
+                          threshold_hflip=thr_hflip)
         fp32 = out / f"{model_id}-fp32.onnx"
         export_onnx(m, card, fp32, int(ex.get("opset", 17)))
         variants = [("fp32", fp32, card)]
@@ -716,11 +734,13 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
         for precision, path, c in variants:
             with rt_mod.load(path, "ort-cpu", threads=2) as r:
                 rep = heldout_report(ort_outputs(r), held, norm, thr)
-            c.metrics = card_metrics(rep)
+                rep_hflip = heldout_report(hflip_outputs(ort_outputs(r)), held, norm, thr_hflip)
+            c.metrics = {**card_metrics(rep), "tta_hflip": card_metrics(rep_hflip)}
             embed_card(path, c)
             report["artifacts"][f"{model_id}-{precision}"] = {
                 "params": params, "gflops": gflops, "pruning_ratio": ratio,
-                "bytes": path.stat().st_size, "heatmap_threshold": thr, "heldout": rep}
+                "bytes": path.stat().st_size, "heatmap_threshold": thr, "heldout": rep,
+                "heatmap_threshold_hflip": thr_hflip, "heldout_hflip": rep_hflip}
         save_checkpoint(out / ckpt_name, m, arch=arch_of(m), config=cfg, epoch=0,
                         card=card.to_dict())
 
