@@ -38,6 +38,9 @@ def test_train_resume_export_load(config, tmp_path):
     # resuming a finished run trains no further epoch and keeps the history
     frame.run(config, run, resume=True, progress=False)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == len(rows)
+    # a fresh run in the same folder starts a new log instead of appending to the old one
+    frame.run(config, run, progress=False)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
     # a second stage: `base` + `[train] init` grow from this run's weights, recorded by hash
     from sonoflow.models.card import file_sha256
@@ -74,6 +77,10 @@ def test_train_resume_export_load(config, tmp_path):
     path, card = registry.resolve("frame-smoke", "int8", [out])
     assert card.precision == "int8" and card.extra["quantization"]["format"] == "QDQ"
     assert "ap50" in card.metrics and card.training["config_hash"]
+    # one heatmap threshold per test-time augmentation mode, each with its held-out metrics
+    assert 0.05 <= card.thresholds["heatmap_hflip"] <= 0.95
+    assert "ap50" in card.metrics["tta_hflip"]
+    assert report["artifacts"]["frame-smoke-int8"]["heldout_hflip"]["good_frames"]["n_frames"] > 0
     with runtime.load(path, "ort-cpu", "int8") as rt:
         outs = rt.run({"image": np.zeros((1, 1, 256, 256), np.float32)})
     assert outs["heatmap"].shape == (1, 1, 64, 64)

@@ -93,6 +93,10 @@ def fit(spec: FitSpec, cfg: dict[str, Any], out_dir: str | Path, config_text: st
     model = spec.model
     provenance: dict[str, Any] = {"config": cfg, "hash": config_hash(cfg)}
     resuming = resume and (out / "last.pt").exists()
+    if not resuming:
+        # a fresh run in a used folder: its per-epoch log starts empty (appending would mix
+        # the rows of two runs; seen with the pruned fine-tune, re-run in place by an export)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     if resuming and tcfg.get("init") and (out / "config.json").exists():
         # the weights this run grew from were recorded when it started: keep that record
         provenance["init"] = json.loads((out / "config.json").read_text()).get("init")

@@ -687,7 +687,8 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(config_path)
     ex = cfg["export"]
-    torch.set_num_threads(int(cfg["train"].get("threads", 2)))
+    # [export] threads overrides [train] threads (an export may share the machine with a run)
+    torch.set_num_threads(int(ex.get("threads", cfg["train"].get("threads", 2))))
     workers = int(cfg["data"].get("workers", 2))
     norm = dict(cfg["model"]["normalisation"])
     model = model_from_checkpoint(read_checkpoint(run_dir / "best.pt"), str(run_dir / "best.pt"))
