@@ -1,6 +1,7 @@
 """Frame-network compression benchmark: fp32 vs INT8 vs pruned fp32 vs pruned INT8 (ONNX
-Runtime CPU) vs torch eager, on ONE thread, latency p50/p99 and held-out metrics, measured
-side by side in one run.
+Runtime CPU), each also with the hflip test-time augmentation where its card has a threshold
+for it, vs torch eager, on ONE thread, latency p50/p99 and held-out metrics, measured side by
+side in one run.
 
 Latency: the variants are timed round-robin (one call each per round, ``--rounds`` rounds
 after ``--warmup``) on held-out simulator frames, so a load change on this shared machine hits
@@ -51,15 +52,16 @@ def infer_stage_latency(args, search) -> dict[str, dict[str, float]]:
     except ModelError:
         classifier = ""
     out = {}
-    for precision in ("fp32", "int8"):
+    for precision, tta in (("fp32", "none"), ("int8", "none"), ("fp32", "hflip"),
+                           ("int8", "hflip")):
         cfg = {"frame_model": args.id, "classifier_model": classifier, "precision": precision,
-               "classifier_precision": "fp32", "threads": 1,
+               "classifier_precision": "fp32", "threads": 1, "tta": tta,
                "weights_dir": str(args.weights) if args.weights else ""}
         stage = InferStage(cfg)
         try:
             stage.open()
         except SonoflowError as e:  # a missing artifact: report it, time the others
-            print(f"skip infer stage {precision}: {e}", file=sys.stderr)
+            print(f"skip infer stage {precision} tta={tta}: {e}", file=sys.stderr)
             continue
         times = []
         for r in range(args.warmup + 100):
@@ -76,7 +78,8 @@ def infer_stage_latency(args, search) -> dict[str, dict[str, float]]:
             if r >= args.warmup:
                 times.append(time.perf_counter() - t0)
         stage.close()
-        label = f"{args.id}-{precision}" + (f" + {classifier}-fp32" if classifier else "")
+        label = (f"{args.id}-{precision}" + (" hflip TTA" if tta == "hflip" else "")
+                 + (f" + {classifier}-fp32" if classifier else ""))
         out[label] = percentile_ms(times)
     return out
 
@@ -91,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-metrics", action="store_true", help="latency only")
     p.add_argument("--no-stage", action="store_true", help="skip the infer-stage timing")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/models"))
+    p.add_argument("--machine-note", default="",
+                   help="free text stored with the machine, e.g. 'shared with other work'")
     args = p.parse_args(argv)
 
     import torch
 
     from sonoflow.models import registry, runtime
     from sonoflow.models.errors import ModelError
+    from sonoflow.models.postprocess import heatmap_threshold_key
+    from sonoflow.stream.bench.machine import machine
     from sonoflow.training.tasks import frame as task
 
     torch.set_num_threads(1)
@@ -115,40 +122,48 @@ def main(argv: list[str] | None = None) -> int:
             except ModelError as e:  # report what is missing, benchmark the rest
                 print(f"skip {model_id}-{precision}: {e}", file=sys.stderr)
                 continue
-            variants[f"{model_id}-{precision} ort-cpu"] = runtime.load(path, "ort-cpu",
-                                                                       threads=1, card=card)
+            rt = runtime.load(path, "ort-cpu", threads=1, card=card)
+            variants[f"{model_id}-{precision} ort-cpu"] = (rt, "none")
+            if heatmap_threshold_key("hflip") in card.thresholds:
+                variants[f"{model_id}-{precision} ort-cpu hflip TTA"] = (rt, "hflip")
     path, _ = registry.resolve(args.id, "fp32", search)
-    variants[f"{args.id}-fp32 torch-eager"] = runtime.load(path, "torch", threads=1)
+    variants[f"{args.id}-fp32 torch-eager"] = (runtime.load(path, "torch", threads=1), "none")
 
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.warmup + args.rounds):
         x = frames[r % len(frames)][None]
-        for name, rt in variants.items():
+        for name, (rt, tta) in variants.items():
             t0 = time.perf_counter()
             rt.run({"image": x})
+            if tta == "hflip":
+                rt.run({"image": np.ascontiguousarray(x[..., ::-1])})
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
 
     results = {}
-    for name, rt in variants.items():
+    for name, (rt, tta) in variants.items():
         card = rt.card
+        thr = card.thresholds[heatmap_threshold_key(tta)]
         row = {"latency_ms": percentile_ms(times[name]), "params": card.params,
                "gflops": card.gflops, "pruning_ratio": card.pruning_ratio,
-               "precision": rt.precision, "heatmap_threshold": card.thresholds["heatmap"]}
+               "precision": rt.precision, "tta": tta, "heatmap_threshold": thr}
         if not args.no_metrics:
-            res = task.evaluate(task.predict(task.ort_outputs(rt), held, good, norm), held, good,
-                                card.thresholds["heatmap"])
+            fn = task.ort_outputs(rt)
+            if tta == "hflip":
+                fn = task.hflip_outputs(fn)
+            res = task.evaluate(task.predict(fn, held, good, norm), held, good, thr)
             row["heldout"] = {**task.headline(res),
                               "at_threshold": res["at_threshold"],
                               "n_frames": res["n_frames"],
                               "n_lesion_instances": res["n_lesion_instances"]}
         results[name] = row
+    for rt, _ in variants.values():
         rt.close()
 
     stage_ms = None if args.no_stage else infer_stage_latency(args, search)
     base = results[f"{args.id}-fp32 ort-cpu"]["latency_ms"]["p50"]
     meta = {"command": "python benchmarks/bench_models.py " + " ".join(argv or sys.argv[1:]),
-            "machine": "2-core AMD Zen 3 VM, shared with other work at the time",
+            "machine": machine(args.machine_note),
             "cpu": platform.processor() or platform.machine(), "date": str(date.today()),
             "threads": 1, "rounds": args.rounds, "warmup": args.warmup,
             "heldout_frames": int(len(good))}
