@@ -209,10 +209,12 @@ def test_both_pooling_methods_get_the_classes(method):
 
 
 def test_short_tracks_are_not_reported():
-    packets = fx.disc_clip(n_frames=4)
-    case = fx.run_stages(packets, track_config={"min_hits": 2},
-                         aggregate_config={"min_track_frames": 5})[2].header.case
-    assert case["lesions"] == []
+    # 4 observations: below the default of 5, reported once the bar is lowered to 3
+    case = fx.run_stages(fx.disc_clip(n_frames=4), track_config={"min_hits": 2})[2].header.case
+    assert case["aggregation"]["min_track_frames"] == 5 and case["lesions"] == []
+    case = fx.run_stages(fx.disc_clip(n_frames=4), track_config={"min_hits": 2},
+                         aggregate_config={"min_track_frames": 3})[2].header.case
+    assert len(case["lesions"]) == 2
 
 
 def test_model_provenance_reads_full_hash_and_synthetic_flag_from_cards(tmp_path):
