@@ -69,6 +69,9 @@ def test_report_is_self_contained_and_complete(outputs):
     for les in case.header.case["lesions"]:
         assert f"{les['long_axis_mm']:.1f} &times; {les['short_axis_mm']:.1f} mm" in page
     assert "sonoflow" in page
+    agg = case.header.case["aggregation"]
+    assert f"at least\n{agg['min_track_frames']} frames of evidence" in page
+    assert "test-time augmentation" in page
 
 
 def test_report_without_timeline_and_html_escaping(tmp_path):

@@ -310,8 +310,11 @@ scored frames; {quality.get('good_frames', 0)} good-quality analysed frames (sco
 </thead><tbody>
 {models_rows}
 </tbody></table>
-<p class="meta">{_e(software.get('name'))} {_e(software.get('version'))} &middot; aggregation:
+<p class="meta">{_e(software.get('name'))} {_e(software.get('version'))} &middot; inference:
+{_e((case.get('inference') or {}).get('backend'))}, test-time augmentation
+{_e((case.get('inference') or {}).get('tta'))} &middot; aggregation:
 {_e((case.get('aggregation') or {}).get('method'))} pooling weighted by
-{_e((case.get('aggregation') or {}).get('weights'))}.</p>
+{_e((case.get('aggregation') or {}).get('weights'))}, lesions with at least
+{_e((case.get('aggregation') or {}).get('min_track_frames'))} frames of evidence.</p>
 </body></html>
 """
