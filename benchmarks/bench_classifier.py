@@ -3,6 +3,11 @@ measured side by side in one process (ONNX Runtime CPU, 1 thread), plus eager to
 
     .venv/bin/python benchmarks/bench_classifier.py [--config training/configs/lesion_classifier.toml]
         [--checkpoint runs/lesion-cls-v1/best.pt] [--out benchmarks/results/classifier.json]
+        [--weights DIR [--weights DIR2 ...]]
+
+Each ``--weights`` folder (default: the shipped ``models/weights``) is measured on the same
+crops, so older artifacts can be compared with the shipped ones in one run; a precision a
+folder lacks is skipped and said so.
 
 The held-out crops come from the config's test seeds (cached under ``data.cache_dir``; rebuilt
 from the simulator when absent). Writes JSON and prints a markdown table.
@@ -25,24 +30,34 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="runs/lesion-cls-v1/best.pt")
     ap.add_argument("--model", default="lesion-cls-v1")
     ap.add_argument("--out", default="benchmarks/results/classifier.json")
+    ap.add_argument("--weights", action="append", default=None,
+                    help="artifact folder to measure (repeatable; default: models/weights)")
     args = ap.parse_args()
 
     from sonoflow.models import runtime
+    from sonoflow.models.errors import ModelError
     from sonoflow.models.registry import resolve
+    from sonoflow.stream.bench.machine import machine
     from sonoflow.training.evaluate import classifier_report, predict_crops
     from sonoflow.training.tasks import lesion_classifier as task
 
     cfg = task.load_config(args.config)
     test = task.build_cropset(cfg, "test", progress=False)
     rows = {}
-    for prec in ("fp32", "int8"):
-        path, card = resolve(args.model, prec)
+    folders = args.weights or [None]
+    for folder, prec in [(f, p) for f in folders for p in ("fp32", "int8")]:
+        try:
+            path, card = resolve(args.model, prec, [folder] if folder else None)
+        except ModelError as e:
+            print(f"skip {folder or 'models/weights'} {prec}: {e}")
+            continue
+        name = f"ort-cpu {prec}" + (f" ({folder})" if folder else "")
         with runtime.load(path, "ort-cpu", prec, threads=1, card=card) as rt:
             probs = predict_crops(rt, test.crops)
             rep = classifier_report(probs["type_probs"], probs["malignancy"],
                                     probs["feature_probs"], test.type_idx, test.malignant,
                                     test.features, test.size_mm, n_boot=1000, kind=test.kind)
-            rows[f"ort-cpu {prec}"] = {
+            rows[name] = {
                 "type_accuracy": rep["type"]["accuracy"],
                 "type_accuracy_by_kind": rep["type"]["accuracy_by_kind"],
                 "type_accuracy_by_size": rep["type"]["accuracy_by_size"],
@@ -50,7 +65,8 @@ def main() -> int:
                 "malignancy_auc": rep["malignancy"]["auc"],
                 "latency_b1": task.latency_ms(rt, test.crops, 1, repeats=500),
                 "latency_b8": task.latency_ms(rt, test.crops, 8, repeats=200),
-                "sha256": card.sha256[:12]}
+                "sha256": card.sha256[:12],
+                "config_hash": card.training.get("config_hash")}
     if Path(args.checkpoint).exists():
         import torch
 
@@ -73,7 +89,9 @@ def main() -> int:
             "type_accuracy": float(np.mean(probs["type_probs"].argmax(1) == test.type_idx)),
             "latency_b1": {"p50": float(np.percentile(times, 50)),
                            "p99": float(np.percentile(times, 99))}}
-    result = {"benchmark": "classifier", "machine": platform.processor() or platform.machine(),
+    result = {"benchmark": "classifier", "machine": machine(),
+              "cpu": platform.processor() or platform.machine(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "heldout_crops": len(test), "heldout_seeds": cfg["data"]["test_seeds"],
               "rows": rows}
     out = Path(args.out)
