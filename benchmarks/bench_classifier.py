@@ -24,6 +24,34 @@ from pathlib import Path
 import numpy as np
 
 
+def dismissal_rates(probs: dict, test) -> dict[str, float]:
+    """The crop-level errors that change a US LI-RADS category, by the aggregate stage's own
+    rule (:class:`~sonoflow.stream.aggregation.lirads.LiradsConfig`): a crop is "definitely
+    benign" when the benign classes reach ``benign_min_prob`` and the malignancy head stays
+    below ``benign_max_malignancy``.
+
+    Returns:
+        ``malignant_dismissed``: fraction of malignant crops (metastasis, HCC) called definitely
+        benign (the error that turns a US-3 into a US-1); ``benign_lesion_flagged``: fraction
+        of cyst and hemangioma crops not called definitely benign (a needless follow-up).
+    """
+    from sonoflow.stream.aggregation.lesion import LESION_TYPES
+    from sonoflow.stream.aggregation.lirads import LiradsConfig
+
+    cfg = LiradsConfig()
+    tp = np.asarray(probs["type_probs"])
+    mal = np.asarray(probs["malignancy"]).reshape(-1)
+    benign_cols = [LESION_TYPES.index(c) for c in cfg.definitely_benign_classes]
+    dismissed = (tp[:, benign_cols].sum(1) >= cfg.benign_min_prob) & (
+        mal < cfg.benign_max_malignancy)
+    malignant = np.asarray(test.malignant) > 0.5
+    benign_lesion = np.isin(np.asarray(test.type_idx),
+                            [LESION_TYPES.index("cyst"), LESION_TYPES.index("hemangioma")])
+    return {"malignant_dismissed": float(dismissed[malignant].mean()),
+            "benign_lesion_flagged": float((~dismissed[benign_lesion]).mean()),
+            "n_malignant": int(malignant.sum()), "n_benign_lesion": int(benign_lesion.sum())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="training/configs/lesion_classifier.toml")
@@ -63,6 +91,7 @@ def main() -> int:
                 "type_accuracy_by_size": rep["type"]["accuracy_by_size"],
                 "confusion_matrix": rep["type"]["confusion_matrix"],
                 "malignancy_auc": rep["malignancy"]["auc"],
+                **dismissal_rates(probs, test),
                 "latency_b1": task.latency_ms(rt, test.crops, 1, repeats=500),
                 "latency_b8": task.latency_ms(rt, test.crops, 8, repeats=200),
                 "sha256": card.sha256[:12],
@@ -97,12 +126,15 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| variant | type acc. | malignancy AUC | p50 ms (b1) | p99 ms (b1) | p50 ms (b8) |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | type acc. | malignancy AUC | malignant called definitely benign | "
+          "cyst/hemangioma not called benign | p50 ms (b1) | p99 ms (b1) | p50 ms (b8) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         auc = (r.get("malignancy_auc") or {}).get("value")
         b8 = r.get("latency_b8", {}).get("p50")
+        md, bf = r.get("malignant_dismissed"), r.get("benign_lesion_flagged")
         print(f"| {name} | {r['type_accuracy']:.4f} | {'' if auc is None else f'{auc:.4f}'} | "
+              f"{'' if md is None else f'{md:.3f}'} | {'' if bf is None else f'{bf:.3f}'} | "
               f"{r['latency_b1']['p50']:.3f} | {r['latency_b1']['p99']:.3f} | "
               f"{'' if b8 is None else f'{b8:.3f}'} |")
     return 0
