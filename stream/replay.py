@@ -49,25 +49,29 @@ class ReplayResult:
 
 
 def prepare(pipeline: str | Pipeline, out_dir: Path, overrides: dict[str, dict] | None,
-            backend: str | None = None, precision: str | None = None) -> Pipeline:
-    """Load the pipeline, point its sink at ``out_dir``, apply CLI/model overrides.
+            backend: str | None = None, precision: str | None = None,
+            tta: str | None = None) -> Pipeline:
+    """Load the pipeline, point its sink at ``out_dir``, apply CLI/model overrides
+    (``backend``, ``precision``, ``tta``: the infer stage's settings).
 
     Raises:
-        ConfigError: backend/precision given but the pipeline has no ``infer`` stage, or the
-            last stage is not a sink.
+        ConfigError: backend/precision/tta given but the pipeline has no ``infer`` stage, or
+            the last stage is not a sink.
     """
     pipe = load_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
     ov: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
     infer = [s for s in pipe.stages if s.key == "infer"]
-    if backend or precision:
+    if backend or precision or tta:
         if not infer:
-            raise ConfigError(f"--backend/--precision given, but pipeline {pipe.name!r} has no "
-                              "infer stage")
+            raise ConfigError(f"--backend/--precision/--tta given, but pipeline {pipe.name!r} "
+                              "has no infer stage")
         cfg = ov.setdefault(infer[0].name, {})
         if backend:
             cfg["backend"] = backend
         if precision:
             cfg["precision"] = precision
+        if tta:
+            cfg["tta"] = tta
     sinks = [s for s in pipe.stages if s.key == "sink"]
     if sinks:
         ov.setdefault(sinks[-1].name, {})["out_dir"] = str(out_dir)
@@ -79,7 +83,7 @@ def replay_source(spec: str, out_dir: Path, pipeline: str | Pipeline = "analyse"
                   progress: bool = True, pacing: str = "fast", backend: str | None = None,
                   precision: str | None = None, max_frames: int | None = None,
                   source_options: dict[str, Any] | None = None,
-                  max_in_flight: int | None = None) -> ReplayResult:
+                  max_in_flight: int | None = None, tta: str | None = None) -> ReplayResult:
     """Replay one source through ``pipeline`` into ``out_dir`` (lossless ``block`` edges;
     ``max_in_flight`` = N keeps at most N frames between capture and sink, ``None`` the
     pipeline file's setting).
@@ -90,7 +94,7 @@ def replay_source(spec: str, out_dir: Path, pipeline: str | Pipeline = "analyse"
         before a fault are written.
     """
     out_dir = Path(out_dir)
-    pipe = prepare(pipeline, out_dir, overrides, backend, precision)
+    pipe = prepare(pipeline, out_dir, overrides, backend, precision, tta)
     bar = None
     total = None
 

@@ -483,3 +483,16 @@ def test_max_in_flight_comes_from_the_pipeline_file_and_is_checked(tmp_path):
     f.write_text('[edges]\nmax_in_flight = -1\n[[stage]]\nkey = "sink"\n')
     with pytest.raises(ConfigError, match="max_in_flight"):
         load_pipeline(str(f))
+
+
+def test_replay_prepare_sets_the_infer_stage_backend_precision_and_tta(tmp_path):
+    from sonoflow.stream.errors import ConfigError
+
+    pipe = prepare("analyse", tmp_path, None, "ort-cpu", "int8", "hflip")
+    (infer,) = [s for s in pipe.stages if s.key == "infer"]
+    assert (infer.config["backend"], infer.config["precision"], infer.config["tta"]) == (
+        "ort-cpu", "int8", "hflip")
+    plain = prepare("analyse", tmp_path, None)
+    assert "tta" not in [s for s in plain.stages if s.key == "infer"][0].config
+    with pytest.raises(ConfigError, match="--tta given, but pipeline 'spine'"):
+        prepare("spine", tmp_path, None, tta="hflip")

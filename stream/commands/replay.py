@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="shipped pipeline name (analyse, spine, relay) or a .toml file")
     p.add_argument("--backend", choices=["ort-cpu", "ort-cuda", "tensorrt", "torch"])
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--tta", choices=["none", "hflip"],
+                   help="frame-network test-time augmentation (hflip: two passes per frame)")
     p.add_argument("--realtime", action="store_true", help="pace at the source frame rate")
     p.add_argument("--workers", type=int, default=1, help="sources replayed in parallel")
     p.add_argument("--mode", choices=["threads", "processes", "tcp"], default="threads",
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                           mode=args.mode, pacing="realtime" if args.realtime else "fast",
                           backend=args.backend, precision=args.precision,
                           max_frames=args.max_frames, progress=not args.no_progress,
-                          max_in_flight=args.max_in_flight)
+                          max_in_flight=args.max_in_flight, tta=args.tta)
     bad = 0
     for r in results:
         c = r.counts
