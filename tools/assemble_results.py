@@ -15,9 +15,10 @@ ORDER = ["latency_s4", "latency_s3", "bench", "transport", "sources", "simulator
 HEADER = """# SonoFlow benchmark results
 
 Every figure below names the command that produced it, the machine and the date. The first
-two sections (and the session-3/4 parts of `models` and `findings`) were measured in sessions 4
-and 3 on a **different machine**, a 2-core Intel Xeon VM with AVX-512 VNNI, idle apart from
-the run (they say so). Unless a section says otherwise, the others
+two sections (and the session-3/4/5 parts of `models`, `classifier_and_eval` and `findings`)
+were measured in sessions 3-5 on a **different machine**, a 2-core Intel Xeon VM with AVX-512
+VNNI, idle apart from the run or shared with a named training run (they say which). Unless a
+section says otherwise, the others
 were measured in sessions 1-2 on the 2-core AMD Zen 3 development VM (24 GiB, no GPU), and on
 2026-11-23 it was **shared with other work** while these ran (load average 5-10 on 2 cores):
 absolute times are pessimistic and noisy; ratios measured side by side in one run are the
