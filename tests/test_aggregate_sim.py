@@ -7,10 +7,6 @@ positives), so this checks tracking and aggregation, not the models.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from sonoflow.stream.messages import EosHeader, FrameHeader, Packet
@@ -20,18 +16,9 @@ from sonoflow.stream.stages.track import TrackStage
 pytestmark = pytest.mark.slow
 
 
-def _eval_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_findings.py"
-    spec = importlib.util.spec_from_file_location("eval_findings", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("eval_findings", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_two_lesion_sweep_gives_two_lesions_with_sizes_and_lirads():
+def test_two_lesion_sweep_gives_two_lesions_with_sizes_and_lirads(eval_findings):
     sim = pytest.importorskip("sonoflow.stream.sim", reason="simulator not built yet")
-    ef = _eval_module()
+    ef = eval_findings
     seed, n = 2024, 90  # an HCC (25 mm) and a cyst (21 mm), in view from frames 36 and 24
     case = sim.sample_case(seed)
     truth = case.truth()

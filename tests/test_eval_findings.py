@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
-
-
-def _eval_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_findings.py"
-    spec = importlib.util.spec_from_file_location("eval_findings", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("eval_findings", mod)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _clip(ef, dark_frames: int, good_frames: int, reported: bool):
@@ -40,8 +28,9 @@ def _clip(ef, dark_frames: int, good_frames: int, reported: bool):
     return run
 
 
-def test_a_lesion_seen_only_on_too_dark_frames_is_eligible_but_not_eligible_on_good_frames():
-    ef = _eval_module()
+def test_a_lesion_seen_only_on_too_dark_frames_is_eligible_but_not_eligible_on_good_frames(
+        eval_findings):
+    ef = eval_findings
     run = _clip(ef, dark_frames=40, good_frames=3, reported=False)
     table = ef.truth_lesion_table(run)
     assert table[1]["frames"] == 43 and table[1]["frames_good"] == 3
@@ -50,8 +39,8 @@ def test_a_lesion_seen_only_on_too_dark_frames_is_eligible_but_not_eligible_on_g
     assert (score["eligible_good"], score["recalled_good"]) == (0, 0)
 
 
-def test_a_lesion_found_on_good_frames_counts_in_both_recalls():
-    ef = _eval_module()
+def test_a_lesion_found_on_good_frames_counts_in_both_recalls(eval_findings):
+    ef = eval_findings
     score = ef.score_clip(_clip(ef, dark_frames=5, good_frames=20, reported=True), "log_odds")
     assert (score["eligible"], score["recalled"]) == (1, 1)
     assert (score["eligible_good"], score["recalled_good"]) == (1, 1)
