@@ -45,7 +45,8 @@ def test_train_resume_export_load(config, tmp_path):
     # a second stage: `base` + `[train] init` grow from this run's weights, recorded by hash
     from sonoflow.models.card import file_sha256
     stage2 = config.parent / "stage2.toml"
-    stage2.write_text(f'base = "{config.name}"\n[train]\ninit = "{run / "best.pt"}"\nlr = 0.0005\n')
+    stage2.write_text(f'base = "{config.name}"\n[train]\ninit = "{run / "best.pt"}"\nlr = 0.0005\n'
+                      '[export]\nbn_recalibration_frames = 16\n')
     run2 = tmp_path / "run2"
     frame.run(stage2, run2, progress=False)
     prov = json.loads((run2 / "config.json").read_text())
@@ -57,8 +58,12 @@ def test_train_resume_export_load(config, tmp_path):
     assert json.loads((run2 / "config.json").read_text())["init"] == prov["init"]
     # the second stage exports like the first (its pruned fine-tune ignores `init`)
     rep2 = frame.export_run(run2, stage2, tmp_path / "weights2", prune=True, int8=False,
-                            progress=False)
+                            progress=False, checkpoint="last")
     assert set(rep2["artifacts"]) == {"frame-smoke-fp32", "frame-smoke-pruned-fp32"}
+    # the last checkpoint, its BatchNorm statistics recomputed on training frames
+    assert rep2["checkpoint"].endswith("last.pt")
+    bn = rep2["bn_recalibration"]  # at most 16: the smoke training set has fewer good frames
+    assert 0 < bn["frames"] <= 16 and bn["layers"] > 0
     # weights of another architecture are refused, naming the file
     stage3 = config.parent / "stage3.toml"
     stage3.write_text(f'base = "{config.name}"\n[model.kwargs]\nfpn = 8\n'
@@ -121,3 +126,33 @@ def test_hard_class_fraction_forces_classes_and_leaves_other_settings_alone():
     # at the default the new fields stay out of the cache meta (older caches stay valid)
     assert "hard_class_fraction" not in _cache_spec(base)
     assert _cache_spec(hard)["hard_class_fraction"] == 1.0
+
+
+def test_batchnorm_recalibration_undoes_skewed_running_statistics():
+    torch = pytest.importorskip("torch")
+    import importlib.util
+
+    from sonoflow.models.arch.frame_net import FrameNet
+    from sonoflow.training.tasks.frame import recalibrate_batchnorm
+
+    spec = importlib.util.spec_from_file_location(
+        "models_helpers", Path(__file__).with_name("test_models.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    torch.manual_seed(0)
+    model = FrameNet(**helpers.TINY).eval()
+    frames = np.random.default_rng(0).normal(0.3, 0.5, (48, 1, 128, 128)).astype(np.float32)
+    x = torch.from_numpy(frames[:4])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert recalibrate_batchnorm(model, frames, batch_size=16) == len(bns) > 0
+    assert not model.training and all(m.momentum == 0.1 for m in bns)
+    with torch.no_grad():
+        good = model(x)[0].clone()
+        for m in bns:  # what a few odd last training batches leave behind
+            m.running_mean += 3.0
+            m.running_var *= 50.0
+        skewed = model(x)[0]
+    assert not torch.allclose(skewed, good, atol=1e-3)
+    recalibrate_batchnorm(model, frames, batch_size=16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], good, atol=1e-5, rtol=1e-4)

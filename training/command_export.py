@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where artifacts go (default models/weights)")
     parser.add_argument("--no-prune", action="store_true", help="skip the pruned variant")
     parser.add_argument("--no-int8", action="store_true", help="skip INT8 quantization")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which checkpoint of the run to export (frame task)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -37,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if not hasattr(module, "export_run"):
         raise ModelError(f"sonoflow export {args.task}: {TASKS[args.task]} has no export_run(); "
                          f"that task exports at the end of `sonoflow train {args.task}`")
+    kwargs = {"checkpoint": args.checkpoint} if args.checkpoint != "best" else {}
     report = module.export_run(args.run, args.config, args.out, prune=not args.no_prune,
-                               int8=not args.no_int8, progress=not args.no_progress)
+                               int8=not args.no_int8, progress=not args.no_progress, **kwargs)
     for name, a in report.get("artifacts", {}).items():
         print(json.dumps({"artifact": name, "bytes": a["bytes"], "gflops": round(a["gflops"], 4),
                           "params": a["params"]}))
