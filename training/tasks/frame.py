@@ -613,8 +613,9 @@ def evaluate_checkpoint(ckpt_path: Path, cfg: dict[str, Any], workers: int = 2
 
 
 def hflip_outputs(outputs_fn):
-    """``outputs_fn`` with the ``"hflip"`` test-time augmentation (the infer stage's default):
-    the batch and its lateral mirror, merged by :func:`sonoflow.models.postprocess.merge_hflip`."""
+    """``outputs_fn`` with the ``"hflip"`` test-time augmentation (the infer stage's
+    ``tta = "hflip"``): the batch and its lateral mirror, merged by
+    :func:`sonoflow.models.postprocess.merge_hflip`."""
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         return merge_hflip(outputs_fn(x), outputs_fn(np.ascontiguousarray(x[..., ::-1])))
@@ -676,20 +677,13 @@ def recalibrate_batchnorm(model: torch.nn.Module, frames: np.ndarray, batch_size
     Returns:
         The number of BatchNorm layers recalibrated.
     """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    was_training = model.training
-    model.train()
+    from torch.optim.swa_utils import update_bn
+
+    batches = [torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size]))
+               for i in range(0, len(frames), batch_size)]
     with torch.no_grad():
-        for i in range(0, len(frames), batch_size):
-            model(torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])))
-    for m, mom in zip(bns, saved, strict=True):
-        m.momentum = mom
-    model.train(was_training)
-    return len(bns)
+        update_bn(batches, model)  # resets, averages cumulatively, restores momentum and mode
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path,
@@ -739,10 +733,12 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
     calibration = normalise(train["image"][calib_idx], spec)
     report: dict[str, Any] = {"artifacts": {}, "checkpoint": str(ckpt_path)}
     n_bn = int(ex.get("bn_recalibration_frames", 0))
+    bn_frames = None
     if n_bn > 0:
         bn_idx = np.random.default_rng(int(cfg["train"]["seed"]) + 7).choice(
             good_frames(train), min(n_bn, len(good_frames(train))), replace=False)
-        layers = recalibrate_batchnorm(model, normalise(train["image"][np.sort(bn_idx)], spec))
+        bn_frames = normalise(train["image"][np.sort(bn_idx)], spec)
+        layers = recalibrate_batchnorm(model, bn_frames)
         model.eval()
         report["bn_recalibration"] = {"frames": int(len(bn_idx)), "layers": layers}
 
@@ -820,6 +816,9 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
                         monitor="val_score")
         fit(fspec, ft_cfg, run_dir / "pruned", "", False, progress)
         pruned = model_from_checkpoint(read_checkpoint(run_dir / "pruned" / "best.pt"))
+        if bn_frames is not None:  # the fine-tune leaves its own running statistics
+            recalibrate_batchnorm(pruned, bn_frames)
+            pruned.eval()
         ship(pruned, f"{cfg['model']['id']}-pruned", ratio)
     (run_dir / "export_report.json").write_text(json.dumps(report, indent=2, default=float))
     return report
