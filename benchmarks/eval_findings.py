@@ -362,7 +362,7 @@ def truth_lesion_table(run: ClipRun) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for les in run.truth["lesions"]:
         out[int(les["lesion_id"])] = {"class": SIM_TO_TYPE[les["class"]], "frames": 0,
-                                      "frames_cut": 0, "max_inplane_mm": 0.0,
+                                      "frames_cut": 0, "frames_good": 0, "max_inplane_mm": 0.0,
                                       "diameter_mm": float(les["diameter_mm"]),
                                       "lirads": les.get("lirads_category")}
     visible = run.frame_visible or [{} for _ in run.frame_truth]
@@ -378,7 +378,7 @@ def truth_lesion_table(run: ClipRun) -> dict[int, dict[str, Any]]:
                 continue
             t["frames"] += 1
             if ft.get("quality_label", "good") == "good":
-                t["frames_good"] = t.get("frames_good", 0) + 1
+                t["frames_good"] += 1
             t["max_inplane_mm"] = max(t["max_inplane_mm"], float(les.get("diameter_mm", 0.0)))
     return out
 
@@ -390,7 +390,7 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     eligible = {k for k, t in truth.items()
                 if t["max_inplane_mm"] >= ELIGIBLE_MM and t["frames"] >= ELIGIBLE_FRAMES}
     # the same rule over good-quality frames only (reported beside it)
-    eligible_good = {k for k in eligible if truth[k].get("frames_good", 0) >= ELIGIBLE_FRAMES}
+    eligible_good = {k for k in eligible if truth[k]["frames_good"] >= ELIGIBLE_FRAMES}
     # the same rule on every frame the plane cuts, visible or not (reported beside it)
     eligible_cut = {k for k, t in truth.items()
                     if t.get("max_inplane_mm_cut", 0.0) >= ELIGIBLE_MM
@@ -414,10 +414,9 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         type_pairs.append((truth[t]["class"], les["class"]))
         mal_pairs.append((les["malignancy"], truth[t]["class"] in MALIGNANT))
         if les.get("long_axis_mm") is not None and truth[t]["max_inplane_mm"] > 0:
-            size_err.append(abs(les["long_axis_mm"] - truth[t]["max_inplane_mm"])
-                            / truth[t]["max_inplane_mm"])
-            size_signed.append((les["long_axis_mm"] - truth[t]["max_inplane_mm"])
-                               / truth[t]["max_inplane_mm"])
+            signed = (les["long_axis_mm"] - truth[t]["max_inplane_mm"]) / truth[t]["max_inplane_mm"]
+            size_signed.append(signed)
+            size_err.append(abs(signed))
             best = _inplane_at(run, t, les["best_frame"])
             if best:
                 size_err_best.append(abs(les["long_axis_mm"] - best) / best)
