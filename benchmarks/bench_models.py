@@ -129,14 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     path, _ = registry.resolve(args.id, "fp32", search)
     variants[f"{args.id}-fp32 torch-eager"] = (runtime.load(path, "torch", threads=1), "none")
 
+    # what each variant runs per frame: one call, or (hflip) two calls and the merge, exactly
+    # as the infer stage does; the same functions time and score it
+    outputs = {name: (task.hflip_outputs(task.ort_outputs(rt)) if tta == "hflip"
+                      else task.ort_outputs(rt)) for name, (rt, tta) in variants.items()}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.warmup + args.rounds):
         x = frames[r % len(frames)][None]
-        for name, (rt, tta) in variants.items():
+        for name, fn in outputs.items():
             t0 = time.perf_counter()
-            rt.run({"image": x})
-            if tta == "hflip":
-                rt.run({"image": np.ascontiguousarray(x[..., ::-1])})
+            fn(x)
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
 
@@ -148,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                "gflops": card.gflops, "pruning_ratio": card.pruning_ratio,
                "precision": rt.precision, "tta": tta, "heatmap_threshold": thr}
         if not args.no_metrics:
-            fn = task.ort_outputs(rt)
-            if tta == "hflip":
-                fn = task.hflip_outputs(fn)
-            res = task.evaluate(task.predict(fn, held, good, norm), held, good, thr)
+            res = task.evaluate(task.predict(outputs[name], held, good, norm), held, good, thr)
             row["heldout"] = {**task.headline(res),
                               "at_threshold": res["at_threshold"],
                               "n_frames": res["n_frames"],
