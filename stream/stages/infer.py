@@ -101,6 +101,7 @@ class InferStage(Stage):
                               f"{list(TTA_MODES)}")
         self._frame = None
         self._cls = None
+        self._threshold = 0.0  # the heatmap threshold in use, set at open()
         self._models: dict[str, str] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -122,6 +123,8 @@ class InferStage(Stage):
                              f"thresholds[{key!r}] for tta = {c['tta']!r} (its card has "
                              f"{sorted(self._frame.card.thresholds)}); re-export it, set "
                              f"tta = \"none\", or give heatmap_threshold explicitly")
+        self._threshold = (float(c["heatmap_threshold"])
+                           or float(self._frame.card.thresholds[key]))
         if c["classifier_model"]:
             self._cls = self._load(c["classifier_model"],
                                    c["classifier_precision"] or c["precision"], search,
@@ -213,9 +216,7 @@ class InferStage(Stage):
         canvas, lb = letterbox(gray, box, (card.input.height, card.input.width),
                                valid_mask=sector, pad_value=card.input.pad_value)
         outs = self._run_frame(normalise(canvas, card.input))
-        thr = (float(self.config["heatmap_threshold"])
-               or float(card.thresholds[heatmap_threshold_key(self.config["tta"])]))
-        fo = decode_frame(outs, card, threshold=thr)
+        fo = decode_frame(outs, card, threshold=self._threshold)
         boxes = lb.to_original_xyxy(fo.detections.xyxy_px)
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, W)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, H)
