@@ -24,8 +24,9 @@ def config(tmp_path_factory) -> Path:
 
 
 def test_train_resume_export_load(config, tmp_path):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from sonoflow.models import registry, runtime
+    from sonoflow.models.runtime.torch_backend import model_from_checkpoint, read_checkpoint
     from sonoflow.training.tasks import frame
 
     run = tmp_path / "run"
@@ -46,9 +47,21 @@ def test_train_resume_export_load(config, tmp_path):
     from sonoflow.models.card import file_sha256
     stage2 = config.parent / "stage2.toml"
     stage2.write_text(f'base = "{config.name}"\n[train]\ninit = "{run / "best.pt"}"\nlr = 0.0005\n'
-                      '[export]\nbn_recalibration_frames = 16\n')
+                      'bn_recalibration_frames = 16\n[export]\nbn_recalibration_frames = 16\n')
     run2 = tmp_path / "run2"
     frame.run(stage2, run2, progress=False)
+    # [train] bn_recalibration_frames: each validation recomputed the BatchNorm statistics on
+    # the fixed frame set first, and the checkpoint was saved with them; the first stage,
+    # without the option, saved its training-time running averages, which differ
+    cfg2 = frame.load_config(stage2)
+    bn_set = frame.batchnorm_frames(cfg2, frame.load_split(cfg2, "train", 1), 16)
+    for ckpt, recalibrated in ((run2 / "best.pt", True), (run / "best.pt", False)):
+        m = model_from_checkpoint(read_checkpoint(ckpt))
+        saved = {k: v.clone() for k, v in m.state_dict().items() if "running_" in k}
+        frame.recalibrate_batchnorm(m, bn_set)
+        same = all(torch.allclose(m.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+                   for k, v in saved.items())
+        assert same == recalibrated, ckpt
     prov = json.loads((run2 / "config.json").read_text())
     first = json.loads((run / "config.json").read_text())
     assert prov["init"]["sha256"] == file_sha256(run / "best.pt") and prov["init"]["epoch"] == 1

@@ -571,8 +571,17 @@ def run(config_path: str | Path, out_dir: str | Path, resume: bool = False,
                            crop=int(t.get("crop", 0)), crop_fraction=float(t.get("crop_fraction", 0)))
     val_idx = good_frames(val)
     weights = cfg["loss"]
+    # [train] bn_recalibration_frames = N > 0: before each validation the BatchNorm statistics
+    # are recomputed on N full training frames (recalibrate_batchnorm), so the epoch chosen as
+    # best.pt is chosen, and saved, with the statistics it would ship with. Training itself is
+    # unaffected: in train mode BatchNorm normalises with the batch's own statistics.
+    n_bn = int(t.get("bn_recalibration_frames", 0))
+    bn_frames = batchnorm_frames(cfg, train, n_bn) if n_bn > 0 else None
 
     def validate(m: FrameNet) -> dict[str, float]:
+        if bn_frames is not None:
+            recalibrate_batchnorm(m, bn_frames)
+            m.eval()
         res = evaluate(predict(torch_outputs(m), val, val_idx, norm), val, val_idx)
         return {**headline(res), "val_score": val_score(res)}
 
@@ -670,9 +679,14 @@ def recalibrate_batchnorm(model: torch.nn.Module, frames: np.ndarray, batch_size
     ``frames`` (normalised network inputs, ``(N, 1, S, S)``), leaving the weights untouched.
 
     Why: the running statistics are an exponential average of the last training batches (BN
-    momentum 0.1), whatever the learning rate. Session 5 found them skewed at the end of
-    several runs: a stage-3 checkpoint scored 0.60 on 240 validation cases as saved (lesion
-    Dice 0.34, liver Dice 0.63) and 0.73 after this recalibration on 512 training frames.
+    momentum 0.1), whatever the learning rate, and training mixes two input distributions:
+    ``[train] crop_fraction`` of the batches are 128 x 128 windows inside the liver, the rest
+    full letterboxed frames with their black borders, which is all the model ever sees at run
+    time. Whichever kind the last few batches were sets the statistics. Session 5 found them
+    skewed at the end of several runs: a stage-3 checkpoint scored 0.60 on 240 validation
+    cases as saved (lesion Dice 0.34, liver Dice 0.63) and 0.73 after this recalibration on 512
+    full training frames; the per-epoch validation Dice of that run swung 0.77 -> 0.45 -> 0.77
+    -> 0.20 with nothing but these statistics to explain it.
 
     Returns:
         The number of BatchNorm layers recalibrated.
@@ -684,6 +698,18 @@ def recalibrate_batchnorm(model: torch.nn.Module, frames: np.ndarray, batch_size
     with torch.no_grad():
         update_bn(batches, model)  # resets, averages cumulatively, restores momentum and mode
     return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def batchnorm_frames(cfg: dict[str, Any], train: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The fixed set of ``n`` good-quality full training frames (normalised network inputs)
+    that :func:`recalibrate_batchnorm` averages over: drawn once per config (``[train] seed``),
+    so every validation and the export recalibrate on the same frames."""
+    idx = good_frames(train)
+    pick = np.random.default_rng(int(cfg["train"]["seed"]) + 7).choice(
+        idx, min(int(n), len(idx)), replace=False)
+    spec = InputSpec(name="image", shape=[1, 1, 256, 256],
+                     normalisation=dict(cfg["model"]["normalisation"]))
+    return normalise(train["image"][np.sort(pick)], spec)
 
 
 def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path,
@@ -733,14 +759,11 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
     calibration = normalise(train["image"][calib_idx], spec)
     report: dict[str, Any] = {"artifacts": {}, "checkpoint": str(ckpt_path)}
     n_bn = int(ex.get("bn_recalibration_frames", 0))
-    bn_frames = None
-    if n_bn > 0:
-        bn_idx = np.random.default_rng(int(cfg["train"]["seed"]) + 7).choice(
-            good_frames(train), min(n_bn, len(good_frames(train))), replace=False)
-        bn_frames = normalise(train["image"][np.sort(bn_idx)], spec)
+    bn_frames = batchnorm_frames(cfg, train, n_bn) if n_bn > 0 else None
+    if bn_frames is not None:
         layers = recalibrate_batchnorm(model, bn_frames)
         model.eval()
-        report["bn_recalibration"] = {"frames": int(len(bn_idx)), "layers": layers}
+        report["bn_recalibration"] = {"frames": int(len(bn_frames)), "layers": layers}
 
     def threshold_on_val(outputs_fn) -> float:
         res = evaluate(predict(outputs_fn, val, vi, norm), val, vi)
@@ -807,6 +830,9 @@ def export_run(run_dir: str | Path, config_path: str | Path, out_dir: str | Path
                                crop_fraction=float(t.get("crop_fraction", 0)))
 
         def validate(m: FrameNet) -> dict[str, float]:
+            if bn_frames is not None:  # select the epoch on the statistics it will ship with
+                recalibrate_batchnorm(m, bn_frames)
+                m.eval()
             res = evaluate(predict(torch_outputs(m), val, vi, norm), val, vi)
             return {**headline(res), "val_score": val_score(res)}
 
