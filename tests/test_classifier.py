@@ -97,6 +97,34 @@ def test_config_checks(tmp_path):
         task.load_config(tmp_path / "x.toml")
 
 
+def test_config_base_and_crop_cache_key(tmp_path):
+    parent = task.load_config(CONFIGS / "lesion_classifier.toml")
+    child = tmp_path / "child.toml"
+    child.write_text(f'base = "{CONFIGS / "lesion_classifier.toml"}"\n'
+                     '[data]\ntrain_seeds = [100000, 100500]\n[train]\nepochs = 3\n')
+    cfg = task.load_config(child)
+    assert cfg["data"]["train_seeds"] == [100000, 100500] and cfg["train"]["epochs"] == 3
+    assert {k: v for k, v in cfg["data"].items() if k != "train_seeds"} == \
+        {k: v for k, v in parent["data"].items() if k != "train_seeds"}
+    assert cfg["train"]["lr"] == parent["train"]["lr"] and "base" not in cfg
+    # a different seed range reuses the cached chunks; any crop-making setting does not
+    assert task.crop_cache_key(cfg) == task.crop_cache_key(parent)
+    other = dict(cfg, data=dict(cfg["data"], n_frames=cfg["data"]["n_frames"] + 1))
+    assert task.crop_cache_key(other) != task.crop_cache_key(cfg)
+    other = dict(cfg, sampling=dict(cfg["sampling"], negatives_per_frame=2))
+    assert task.crop_cache_key(other) != task.crop_cache_key(cfg)
+    # the overlap check runs on the merged config
+    child.write_text(f'base = "{CONFIGS / "lesion_classifier.toml"}"\n'
+                     '[data]\ntest_seeds = [100100, 100200]\n')
+    with pytest.raises(ConfigError, match="overlap"):
+        task.load_config(child)
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text('base = "b.toml"\n')
+    b.write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        task.load_config(a)
+
+
 def test_clip_overrides_are_seeded_and_valid():
     cfg = task.load_config(CONFIGS / "lesion_classifier.toml")
     a = task.clip_overrides(123, cfg)
@@ -171,7 +199,11 @@ def test_train_resume_and_ship_smoke(tmp_path, monkeypatch):
     import json
 
     monkeypatch.chdir(tmp_path)  # the smoke config caches crops under runs/ (relative)
-    cfg_path = CONFIGS / "lesion_classifier_smoke.toml"
+    # through a `base` config in another folder: the export must read the run's resolved
+    # config.json, since the verbatim config.toml names its base relative to where it was
+    cfg_path = tmp_path / "smoke_child.toml"
+    cfg_path.write_text(f'base = "{CONFIGS / "lesion_classifier_smoke.toml"}"\n'
+                        '[model]\nid = "lesion-cls-smoke"\n')
     summary = task.run(cfg_path, tmp_path / "run", progress=False)
     assert summary["epochs_run"] == 1 and summary["n_train"] > 0
     assert (tmp_path / "run" / "config.toml").read_text() == cfg_path.read_text()

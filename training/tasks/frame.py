@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from sonoflow.models.errors import ModelError
 from sonoflow.models.postprocess import decode_detections, heatmap_threshold_key, merge_hflip
 from sonoflow.models.preprocess import normalise
 from sonoflow.training import metrics as M
+from sonoflow.training.configfile import read_config
 from sonoflow.training.data.sim_frames import QUALITY_LABELS, SimFrameSpec, build_cache
 from sonoflow.training.data.visibility import cache_visibility
 from sonoflow.training.train import FitSpec, config_hash, fit, seed_everything
@@ -51,34 +51,17 @@ REQUIRED = {"model": ("id", "normalisation"), "data": ("cache_dir", "train_seeds
 # ----------------------------------------------------------------------------- config ----
 
 
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read and check a frame config (TOML). A top-level ``base = "other.toml"`` (relative to
-    this file) reads that config first and overrides it table by table, key by key, so a
-    second training stage names only what it changes.
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a frame config (TOML; ``base = "other.toml"`` inherits, see
+    :mod:`sonoflow.training.configfile`), so a second training stage names only what it
+    changes.
 
     Raises:
         ModelError: missing file, bad TOML, a ``base`` cycle, or a required key is missing
             (named).
     """
     path = Path(path)
-    if path.resolve() in _seen:
-        raise ModelError(f"{path}: config base cycle through {[str(p) for p in _seen]}")
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read config ({e.strerror})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ModelError(f"{path}: not valid TOML ({e})") from e
-    if "base" in cfg:
-        parent = load_config(path.parent / cfg.pop("base"), (*_seen, path.resolve()))
-        cfg = _merged(parent, cfg)
+    cfg = read_config(path, ModelError)
     for section, keys in REQUIRED.items():
         if section not in cfg:
             raise ModelError(f"{path}: missing section [{section}]")

@@ -25,13 +25,13 @@ import hashlib
 import json
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sonoflow.stream.errors import ConfigError
+from sonoflow.training.configfile import read_config
 from sonoflow.training.data.sim_crops import (
     LESION_FEATURES,
     LESION_TYPES,
@@ -58,18 +58,14 @@ REQUIRED = {"model": ("id", "widths", "dropout"), "crop": ("margin", "size_px", 
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and check a classifier config (TOML).
+    """Read and check a classifier config (TOML; ``base = "other.toml"`` inherits, see
+    :mod:`sonoflow.training.configfile`).
 
     Raises:
         ConfigError: missing file, bad TOML, a missing section/key, or overlapping seed ranges.
     """
     path = Path(path)
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from e
+    cfg = read_config(path, ConfigError)
     check_config(cfg, str(path))
     return cfg
 
@@ -104,6 +100,13 @@ def config_hash(cfg: dict[str, Any], sections: tuple[str, ...] | None = None) ->
     """sha256 (first 16 hex digits) of the canonical JSON of ``cfg`` (or some sections)."""
     part = cfg if sections is None else {k: cfg.get(k) for k in sections}
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def crop_cache_key(cfg: dict[str, Any]) -> str:
+    """The crop cache's settings hash: the crop, data and sampling sections without the three
+    ``*_seeds`` ranges (see :func:`build_cropset`)."""
+    data = {k: v for k, v in cfg["data"].items() if not k.endswith("_seeds")}
+    return config_hash({"crop": cfg.get("crop"), "data": data, "sampling": cfg.get("sampling")})
 
 
 def crop_spec(cfg: dict[str, Any]) -> CropSpec:
@@ -147,7 +150,10 @@ def build_cropset(cfg: dict[str, Any], split: str, progress: bool = True) -> Cro
     """Crops for one split (``"train"``, ``"val"`` or ``"test"``), cached in chunks.
 
     The cache key covers the crop, data and sampling sections, so changing any of them
-    regenerates; an interrupted build resumes at the first missing chunk.
+    regenerates, except the seed ranges: a chunk's file names its own seeds, and its crops
+    depend on those seeds and the settings alone, so a larger training range reuses the
+    chunks it shares with a smaller one. An interrupted build resumes at the first missing
+    chunk.
 
     Raises:
         ConfigError: unknown split.
@@ -160,7 +166,7 @@ def build_cropset(cfg: dict[str, Any], split: str, progress: bool = True) -> Cro
     start, stop = cfg["data"][key]
     d = cfg["data"]
     spec, sampling = crop_spec(cfg), _sampling(cfg)
-    h = config_hash(cfg, ("crop", "data", "sampling"))
+    h = crop_cache_key(cfg)
     cache = Path(d["cache_dir"])
     cache.mkdir(parents=True, exist_ok=True)
     sets = []
@@ -754,7 +760,14 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, calibration_cro
     from sonoflow.training.export import embed_card
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.toml")
+    # config.json is the config as the run resolved it (config.toml is the file verbatim, and
+    # a `base` it names is relative to where that file was, not to the run folder)
+    resolved = run_dir / "config.json"
+    if resolved.exists():
+        cfg = json.loads(resolved.read_text())
+        check_config(cfg, str(resolved))
+    else:
+        cfg = load_config(run_dir / "config.toml")
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     ck = load_checkpoint(run_dir / "best.pt")
     norm = ck["normalisation"]
