@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                     help='JSON config of the infer stage, e.g. \'{"precision": "int8"}\'')
     ap.add_argument("--aggregate-config", type=json.loads, default=None,
                     help='JSON config of both aggregate stages (the method is set apart), e.g. '
-                         '\'{"min_track_frames": 5}\'')
+                         '\'{"min_track_frames": 8}\'')
     ap.add_argument("--track-config", type=json.loads, default=None,
                     help='JSON config of the track stage, e.g. \'{"min_hits": 2}\'')
     ap.add_argument("--machine-note", default="",

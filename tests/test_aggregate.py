@@ -209,11 +209,11 @@ def test_both_pooling_methods_get_the_classes(method):
 
 
 def test_short_tracks_are_not_reported():
-    # 4 observations: below the default of 5, reported once the bar is lowered to 3
-    case = fx.run_stages(fx.disc_clip(n_frames=4), track_config={"min_hits": 2})[2].header.case
-    assert case["aggregation"]["min_track_frames"] == 5 and case["lesions"] == []
-    case = fx.run_stages(fx.disc_clip(n_frames=4), track_config={"min_hits": 2},
-                         aggregate_config={"min_track_frames": 3})[2].header.case
+    # 7 observations: one below the default of 8, reported once the bar is lowered to 7
+    case = fx.run_stages(fx.disc_clip(n_frames=7), track_config={"min_hits": 2})[2].header.case
+    assert case["aggregation"]["min_track_frames"] == 8 and case["lesions"] == []
+    case = fx.run_stages(fx.disc_clip(n_frames=7), track_config={"min_hits": 2},
+                         aggregate_config={"min_track_frames": 7})[2].header.case
     assert len(case["lesions"]) == 2
 
 
