@@ -745,7 +745,7 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, calibration_cro
     when it is faster *and* costs <= ``export.int8_max_accuracy_drop``).
 
     Args:
-        run_dir: a training run folder (``config.toml``, ``best.pt``).
+        run_dir: a training run folder (``config.json``, ``best.pt``).
         out_dir: where the artifacts go (default ``run_dir/export``); copy them into
             ``models/weights/`` to ship.
         calibration_crops: training crops used for INT8 calibration.
@@ -763,11 +763,10 @@ def ship(run_dir: str | Path, out_dir: str | Path | None = None, calibration_cro
     # config.json is the config as the run resolved it (config.toml is the file verbatim, and
     # a `base` it names is relative to where that file was, not to the run folder)
     resolved = run_dir / "config.json"
-    if resolved.exists():
-        cfg = json.loads(resolved.read_text())
-        check_config(cfg, str(resolved))
-    else:
-        cfg = load_config(run_dir / "config.toml")
+    if not resolved.exists():
+        raise ConfigError(f"{resolved}: missing; not a lesion-classifier training run folder")
+    cfg = json.loads(resolved.read_text())
+    check_config(cfg, str(resolved))
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
     ck = load_checkpoint(run_dir / "best.pt")
     norm = ck["normalisation"]
