@@ -65,6 +65,7 @@ FIBROSIS = ("F0", "F1", "F2", "F3", "F4")
 ELIGIBLE_MM = 10.0
 ELIGIBLE_FRAMES = 10
 MATCH_IOU = 0.3
+CACHED_ARRAYS = ("image", "lesion_mask")
 
 
 # --- the ground-truth-with-noise detector ------------------------------------------------------
@@ -232,14 +233,15 @@ class ClipRun:
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
-def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
-             infer_config: dict[str, Any] | None = None,
-             aggregate_config: dict[str, Any] | None = None,
-             track_config: dict[str, Any] | None = None) -> ClipRun:
-    """Simulate one clip and push it through the stages in process."""
+def _detector_frames(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
+                     infer_config: dict[str, Any] | None):
+    """Yield ``(frame truth, visibility, packet after the detector, gate open)`` per frame.
+
+    The packet is what ``track`` receives: preprocessed, quality-scored and, where the gate is
+    open, filled by the detector.
+    """
     from sonoflow.stream.sim import sample_case, simulate_clip
 
-    t0 = time.perf_counter()
     case = sample_case(seed)
     truth = case.truth()
     h, w = 480, 640
@@ -249,65 +251,138 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
     gt_det = GroundTruthNoiseDetector(seed, truth) if detector_kind == "gt-noise" else None
     cls_det = ClassifierOnTruthBoxes(seed, truth) if detector_kind == "gt-boxes-classifier" \
         else None
+    for s in [*stages, *([infer] if infer else [])]:
+        s.open()
+    stream_id = f"sim-{seed}"
+    try:
+        for seq, f in enumerate(simulate_clip(case, n_frames=n_frames, height=h, width=w,
+                                              fps=30.0)):
+            header = FrameHeader(stream_id=stream_id, seq=seq, frame_index=f.frame_index,
+                                 pts=seq, time_base=(1, 30), capture_ns=now_ns(),
+                                 pixel_format="gray8", pixel_spacing_mm=mm,
+                                 spacing_source="simulator", source=f"sim:seed={seed}")
+            packet = Packet(header, {"image": f.image})
+            for s in stages:
+                packet = s.process(packet)
+            hdr = packet.header
+            gate_open = hdr.quality is None or hdr.quality.keyframe
+            if gate_open:
+                if infer is not None:
+                    packet = infer.process(packet)
+                else:
+                    inf, lesion_mask = (gt_det.detect(f, mm) if gt_det is not None else
+                                        cls_det.detect(f, packet.arrays["image"], mm))
+                    hdr.infer = inf
+                    hdr.status = "analysed"
+                    packet.arrays["lesion_mask"] = lesion_mask
+            yield f.truth, frame_visibility(f), packet
+    finally:
+        for s in [*stages, *([infer] if infer else [])]:
+            s.close()
+
+
+def _cache_path(cache: Path, seed: int, n_frames: int, detector_kind: str,
+                stage_keys: list[str], infer_config: dict[str, Any] | None) -> Path:
+    """One file per clip and detector setting; the key holds everything the frames depend on,
+    including the shipped weights' bytes when no ``weights_dir`` is given."""
+    import hashlib
+
+    from sonoflow.models.registry import weights_dir as shipped_dir
+
+    key = json.dumps({"seed": seed, "frames": n_frames, "detector": detector_kind,
+                      "stages": stage_keys, "infer": infer_config or {}}, sort_keys=True)
+    h = hashlib.sha256(key.encode())
+    if detector_kind in ("models", "gt-boxes-classifier"):
+        wdir = Path((infer_config or {}).get("weights_dir") or shipped_dir())
+        for f in sorted(wdir.glob("*.onnx")):
+            h.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    return cache / f"{seed}_{h.hexdigest()[:16]}.msgpack"
+
+
+def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
+             infer_config: dict[str, Any] | None = None,
+             aggregate_config: dict[str, Any] | None = None,
+             track_config: dict[str, Any] | None = None,
+             cache: Path | None = None) -> ClipRun:
+    """Simulate one clip and push it through the stages in process.
+
+    With ``cache``, what the detector produced per frame is stored there on the first run (the
+    packets in their wire encoding, :func:`sonoflow.stream.messages.encode`) and read back on
+    later ones, so that track and aggregate settings can be compared in seconds (the frames are
+    the same: simulation and models are deterministic per seed).
+    """
+    import msgspec
+
+    from sonoflow.stream.messages import decode, encode
+    from sonoflow.stream.sim import sample_case
+
+    t0 = time.perf_counter()
+    case = sample_case(seed)
+    truth = case.truth()
+    mm = tuple(case.mm_per_px(480, 640))
+    frames: Any
+    path = (_cache_path(cache, seed, n_frames, detector_kind, stage_keys, infer_config)
+            if cache is not None else None)
+    if path is not None and path.exists():
+        frames = [(r["truth"], {int(k): v for k, v in r["visible"].items()}, decode(r["parts"]))
+                  for r in msgspec.msgpack.decode(path.read_bytes())]
+    else:
+        frames = _detector_frames(seed, n_frames, detector_kind, stage_keys, infer_config)
+        if path is not None:
+            # only the arrays track and aggregate read (the image for key frames, the lesion
+            # mask for sizes): the rest would make a clip's file 2.5x larger
+            frames = [(t, vis, Packet(pk.header, {k: a for k, a in pk.arrays.items()
+                                                  if k in CACHED_ARRAYS}))
+                      for t, vis, pk in frames]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [{"truth": t, "visible": {str(k): v for k, v in vis.items()},
+                     "parts": [bytes(x) for x in encode(pk)]} for t, vis, pk in frames]
+            path.write_bytes(msgspec.msgpack.encode(rows))
+            # replay what was stored, so a cached and an uncached run see the same packets
+            frames = [(t, vis, decode(parts)) for (t, vis, _), parts in
+                      zip(frames, (r["parts"] for r in rows), strict=True)]
     track = create("track", track_config)
     aggs = {m: create("aggregate", {**(aggregate_config or {}), "method": m})
             for m in ("log_odds", "attention")}
-    for s in [*stages, *([infer] if infer else []), track, *aggs.values()]:
+    for s in [track, *aggs.values()]:
         s.open()
     run = ClipRun(seed=seed, truth=truth, frame_truth=[], cases={}, mm_per_px=mm)
     votes: dict[int, Counter] = defaultdict(Counter)
     stream_id = f"sim-{seed}"
     lcfg = LiradsConfig()
-    seq = -1
-    for seq, f in enumerate(simulate_clip(case, n_frames=n_frames, height=h, width=w, fps=30.0)):
-        run.frame_truth.append(f.truth)
-        run.frame_visible.append(frame_visibility(f))
-        header = FrameHeader(stream_id=stream_id, seq=seq, frame_index=f.frame_index, pts=seq,
-                             time_base=(1, 30), capture_ns=now_ns(), pixel_format="gray8",
-                             pixel_spacing_mm=mm, spacing_source="simulator",
-                             source=f"sim:seed={seed}")
-        packet = Packet(header, {"image": f.image})
-        for s in stages:
-            packet = s.process(packet)
-        hdr = packet.header
-        gate_open = hdr.quality is None or hdr.quality.keyframe
-        if gate_open:
-            if infer is not None:
-                packet = infer.process(packet)
-            else:
-                inf, lesion_mask = (gt_det.detect(f, mm) if gt_det is not None else
-                                    cls_det.detect(f, packet.arrays["image"], mm))
-                hdr.infer = inf
-                hdr.status = "analysed"
-                packet.arrays["lesion_mask"] = lesion_mask
+    n_seen = 0
+    for ftruth, visible, packet in frames:
+        n_seen += 1
+        run.frame_truth.append(ftruth)
+        run.frame_visible.append(visible)
         t_stage = time.perf_counter()
         packet = track.process(packet)
         run.stage_ms["track"].append((time.perf_counter() - t_stage) * 1e3)
         hdr = packet.header
         if hdr.infer is not None:
-            _score_frame(run, votes, hdr, packet.arrays, f, mm, lcfg)
+            _score_frame(run, votes, hdr, packet.arrays, ftruth, mm, lcfg)
         for agg in aggs.values():
             t_stage = time.perf_counter()
             out = agg.process(packet)
             run.stage_ms[f"aggregate[{agg.config['method']}]"].append(
                 (time.perf_counter() - t_stage) * 1e3)
             packet = out[0] if isinstance(out, list) else out
-    eos = Packet(EosHeader(stream_id=stream_id, last_seq=seq, frames_total=seq + 1))
+    eos = Packet(EosHeader(stream_id=stream_id, last_seq=n_seen - 1, frames_total=n_seen))
     for m, agg in aggs.items():
         (case_packet,) = agg.flush(eos)
         run.cases[m] = case_packet.header.case
-    for s in [*stages, *([infer] if infer else []), track, *aggs.values()]:
+    for s in [track, *aggs.values()]:
         s.close()
     run.track_votes = dict(votes)
     run.seconds = time.perf_counter() - t0
     return run
 
 
-def _score_frame(run: ClipRun, votes, hdr: FrameHeader, arrays, f, mm, lcfg) -> None:
+def _score_frame(run: ClipRun, votes, hdr: FrameHeader, arrays, ftruth, mm, lcfg) -> None:
     """Frame-level bookkeeping: detection <-> truth matches, votes, single-frame LI-RADS."""
     dets = hdr.infer.detections
     tids = (hdr.extra.get("track") or {}).get("ids") or [d.track_id for d in dets]
-    truth_l = f.truth.get("lesions", [])
+    truth_l = ftruth.get("lesions", [])
     truth_boxes = np.array([t["xyxy_px"] for t in truth_l], dtype=float).reshape(-1, 4)
     det_boxes = np.array([d.xyxy_px for d in dets], dtype=float).reshape(-1, 4)
     iou = iou_matrix(det_boxes, truth_boxes) if len(dets) and len(truth_l) else None
@@ -329,7 +404,8 @@ def _score_frame(run: ClipRun, votes, hdr: FrameHeader, arrays, f, mm, lcfg) -> 
             run.frame_dets.append({"lesion_id": int(match["lesion_id"]), "class": d.label,
                                    "true_class": SIM_TO_TYPE[match["class"]],
                                    "malignancy": d.malignancy, "long_axis_mm": float(axes[0]),
-                                   "true_inplane_mm": float(match.get("diameter_mm", np.nan))})
+                                   "true_inplane_mm": float(match.get("diameter_mm", np.nan)),
+                                   "confidence": float(d.confidence), "track_id": tid})
         if d.confidence >= 0.5:
             single.append(LesionSummary(lesion_id=i + 1, first_frame=0, last_frame=0,
                                         best_frame=0, xyxy_px=tuple(d.xyxy_px),
@@ -420,6 +496,26 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
             best = _inplane_at(run, t, les["best_frame"])
             if best:
                 size_err_best.append(abs(les["long_axis_mm"] - best) / best)
+    # why each eligible lesion was missed: never detected (the frame network), or detected on
+    # some frames whose tracks were not reported (tracking / confirmation)
+    det_frames = Counter(d["lesion_id"] for d in run.frame_dets)
+    det_tracks: dict[int, set] = defaultdict(set)
+    for d in run.frame_dets:
+        if d["track_id"] is not None:
+            det_tracks[d["lesion_id"]].add(d["track_id"])
+    missed = [{"lesion_id": t, "class": truth[t]["class"],
+               "max_inplane_mm": round(truth[t]["max_inplane_mm"], 1),
+               "frames_in_view": truth[t]["frames"], "frames_good": truth[t]["frames_good"],
+               "frames_detected": det_frames.get(t, 0),
+               "tracks_matched": len(det_tracks.get(t, ())),
+               "max_confidence": round(max((d["confidence"] for d in run.frame_dets
+                                            if d["lesion_id"] == t), default=0.0), 3)}
+              for t in sorted(eligible) if t not in per_truth]
+    false_detail = [{"lesion_id": lid, "class": reported[lid]["class"],
+                     "malignancy": reported[lid]["malignancy"],
+                     "n_frames": reported[lid].get("n_frames"),
+                     "long_axis_mm": reported[lid].get("long_axis_mm")}
+                    for lid in false_lesions]
     in_view = [t for t in truth.values() if t["frames"] >= 1]
     cats = [t["lirads"] for t in in_view if t["lirads"]]
     truth_in_view = max(cats, default="US-1")
@@ -430,7 +526,8 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         "recalled_good": sum(1 for t in eligible_good if t in per_truth),
         "eligible_cut": len(eligible_cut),
         "recalled_cut": sum(1 for t in eligible_cut if t in per_truth),
-        "false_lesions": len(false_lesions),
+        "false_lesions": len(false_lesions), "false_lesion_detail": false_detail,
+        "missed": missed,
         "fragments": [len(per_truth[t]) for t in eligible if t in per_truth],
         "type_hits": type_hits, "type_pairs_true_reported": type_pairs, "size_rel_err": size_err,
         "size_signed_rel_err": size_signed, "size_rel_err_bestframe": size_err_best,
@@ -532,6 +629,10 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
                 "long_axis_median_signed_rel_err": _median(
                     [x for s in scores for x in s["size_signed_rel_err"]]),
                 "long_axis_within_15pct_vs_bestframe_truth": _mean([e <= 0.15 for e in size_best]),
+                "missed_by_cause": dict(Counter(miss_cause(m) for s in scores
+                                                for m in s["missed"])),
+                "false_lesions_by_type": dict(Counter(f["class"] for s in scores
+                                                      for f in s["false_lesion_detail"])),
             },
             "case_level": {
                 "lirads_agreement_case_truth": _mean([s["lirads"] == s["lirads_truth_case"]
@@ -550,6 +651,15 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
             "per_clip": scores,
         }
     return out
+
+
+def miss_cause(m: dict[str, Any]) -> str:
+    """Why an eligible lesion was not reported, from :func:`score_clip`'s ``missed`` entry."""
+    if m["frames_good"] == 0:
+        return "no good-quality frame in view (quality gate)"
+    if m["frames_detected"] == 0:
+        return "never detected (frame network)"
+    return "detected on some frames, no track reported (tracking / aggregation)"
 
 
 def _per_lesion_frame_accuracy(runs: list[ClipRun]) -> float | None:
@@ -638,6 +748,14 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
               f"abstentions: {lo['case_level']['lirads_abstained']} (log-odds), "
               f"{at['case_level']['lirads_abstained']} (attention); matched frame detections: "
               f"{fl['matched_detections']}.", ""]
+    miss = lo["lesion_level"].get("missed_by_cause") or {}
+    if miss:
+        lines += ["Missed eligible lesions by cause (log-odds): "
+                  + "; ".join(f"{k}: {v}" for k, v in sorted(miss.items())) + ".  "]
+    fl_types = lo["lesion_level"].get("false_lesions_by_type") or {}
+    if fl_types:
+        lines += ["False lesions by reported type (log-odds): "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(fl_types.items())) + ".", ""]
     return "\n".join(lines)
 
 
@@ -669,6 +787,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--machine-note", default="",
                     help="free text stored with the machine, e.g. 'shared with other work'")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep what the detector produced per clip here (pickles, keyed on seed, "
+                         "frames, detector, infer config and weights): later runs with other "
+                         "--track-config / --aggregate-config skip simulation and models")
     args = ap.parse_args(argv)
     import cv2
     from tqdm import tqdm
@@ -677,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     stage_keys = [] if args.no_prep else ["preprocess", "quality"]
     t0 = time.perf_counter()
     runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys,
-                     args.infer_config, args.aggregate_config, args.track_config)
+                     args.infer_config, args.aggregate_config, args.track_config, args.cache)
             for k in tqdm(range(args.clips), desc="clips", unit="clip")]
     seconds = time.perf_counter() - t0
     summary = summarise(runs)

@@ -45,3 +45,40 @@ def test_a_lesion_found_on_good_frames_counts_in_both_recalls(eval_findings):
     assert (score["eligible"], score["recalled"]) == (1, 1)
     assert (score["eligible_good"], score["recalled_good"]) == (1, 1)
     assert score["false_lesions"] == 0 and score["type_hits"] == [True]
+
+
+def test_a_missed_lesion_is_explained_by_its_frame_detections(eval_findings):
+    ef = eval_findings
+    run = _clip(ef, dark_frames=0, good_frames=20, reported=False)
+    # the network found it on 4 frames, all in one track that was never reported
+    run.frame_dets = [{"lesion_id": 1, "confidence": c, "track_id": 3}
+                      for c in (0.3, 0.5, 0.4, 0.2)]
+    score = ef.score_clip(run, "log_odds")
+    (m,) = score["missed"]
+    assert (m["lesion_id"], m["class"], m["frames_in_view"], m["frames_good"]) == (1, "hcc", 20, 20)
+    assert (m["frames_detected"], m["tracks_matched"], m["max_confidence"]) == (4, 1, 0.5)
+    assert ef.miss_cause(m).startswith("detected on some frames")
+    assert ef.miss_cause({**m, "frames_detected": 0}).startswith("never detected")
+    assert ef.miss_cause({**m, "frames_good": 0}).startswith("no good-quality frame")
+    assert score["false_lesion_detail"] == []
+
+
+def test_a_cached_clip_scores_exactly_as_the_uncached_run(eval_findings, tmp_path):
+    ef = eval_findings
+    args = (900002, 30, "gt-noise", ["preprocess", "quality"])
+    agg = {"min_track_frames": 3}
+    fresh = ef.run_clip(*args, aggregate_config=agg)
+    assert fresh.frame_dets and fresh.cases["log_odds"]["lesions"]  # something to compare
+    first = ef.run_clip(*args, aggregate_config=agg, cache=tmp_path)  # writes the cache
+    (path,) = tmp_path.glob("900002_*.msgpack")
+    stamp = path.stat().st_mtime_ns
+    again = ef.run_clip(*args, aggregate_config=agg, cache=tmp_path)
+    assert path.stat().st_mtime_ns == stamp  # read back, not recomputed
+    for run in (first, again):
+        assert run.frame_truth == fresh.frame_truth and run.frame_visible == fresh.frame_visible
+        assert run.track_votes == fresh.track_votes and run.frame_dets == fresh.frame_dets
+        for m in ("log_odds", "attention"):
+            assert ef.score_clip(run, m) == ef.score_clip(fresh, m)
+    # another frame count is another file
+    ef.run_clip(900002, 12, "gt-noise", ["preprocess", "quality"], cache=tmp_path)
+    assert len(list(tmp_path.glob("900002_*.msgpack"))) == 2
