@@ -212,3 +212,39 @@ def test_unknown_tta_is_a_config_error():
 
     with pytest.raises(ConfigError, match="vflip"):
         InferStage({"tta": "vflip"})
+
+
+@pytest.mark.parametrize("box_from_mask", [False, True])
+def test_box_from_mask_replaces_an_undersized_box_by_the_masks_extent(weights, sim_frame,
+                                                                      box_from_mask):
+    """The network's box covers the middle half of a lesion its mask segments whole."""
+    s = stage(weights, classifier_model="", box_from_mask=box_from_mask)
+    pk = packet(sim_frame)
+    x0, y0, x1, y1 = pk.header.preprocess.sector_xyxy_px
+    scale = min(256 / (x1 - x0), 256 / (y1 - y0))
+    pad_x = (256 - round((x1 - x0) * scale)) // 2
+    pad_y = (256 - round((y1 - y0) * scale)) // 2
+    lesion = np.array([130.0, 110.0, 190.0, 160.0])  # frame pixels, inside the sector
+    box = np.array([145.0, 122.0, 175.0, 148.0])  # about half of it each way
+    to_in = lambda b: (b - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]  # noqa: E731
+    inp, mask_in = to_in(box), to_in(lesion)
+    cx, cy = (inp[0] + inp[2]) / 2 / 4, (inp[1] + inp[3]) / 2 / 4
+    real = s._frame.run
+
+    def planted(inputs):
+        out = {k: np.zeros_like(v) for k, v in real(inputs).items()}
+        ix, iy = int(cx), int(cy)
+        out["heatmap"][0, 0, iy, ix] = 0.9
+        out["size"][0, :, iy, ix] = (inp[2] - inp[0], inp[3] - inp[1])
+        out["offset"][0, :, iy, ix] = (cx - ix, cy - iy)
+        m = (mask_in / 2).round().astype(int)
+        out["lesion_mask"][0, 0, m[1]:m[3], m[0]:m[2]] = 1.0
+        return out
+
+    s._frame.run = planted
+    (d,) = s.process(pk).header.infer.detections
+    expected = lesion if box_from_mask else box
+    np.testing.assert_allclose(d.xyxy_px, expected, atol=4.0)
+    ys, xs = np.nonzero(pk.arrays["lesion_mask"] == d.mask_id)
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], expected,
+                               atol=4.0)

@@ -30,6 +30,10 @@ Config (pipeline file / CLI):
   same as ``precision``), ``threads`` (1);
 * ``weights_dir`` (``""`` = the shipped ``models/weights``), ``heatmap_threshold`` (``0`` = the
   card's threshold for the TTA mode), ``warmup`` (runs at open);
+* ``box_from_mask`` (false): replace each detection's box by the bounding box of the lesion
+  mask's connected component under it, and make that whole component its instance
+  (:func:`sonoflow.models.postprocess.mask_instances`; ``box_from_mask_max_scale``, 2.5, bounds
+  the change); the classifier then crops the refined box;
 * ``tta``: ``"none"`` (one pass) or ``"hflip"`` (two passes: about twice the frame network's
   time). A card without a threshold for the mode fails ``open()``.
 """
@@ -53,6 +57,7 @@ from sonoflow.models.postprocess import (
     decode_frame,
     heatmap_threshold_key,
     instance_mask,
+    mask_instances,
     merge_hflip,
 )
 from sonoflow.models.preprocess import crop_square, letterbox, normalise
@@ -92,6 +97,8 @@ class InferStage(Stage):
         "heatmap_threshold": 0.0,
         "tta": "none",
         "warmup": 2,
+        "box_from_mask": False,
+        "box_from_mask_max_scale": 2.5,
     }
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -235,7 +242,11 @@ class InferStage(Stage):
             lesion = lb.warp_to_original(_to_u8(fo.lesion_prob), (H, W)) > level
             if valid is not None:
                 lesion &= valid
-            ids = instance_mask(lesion, boxes)
+            if self.config["box_from_mask"]:
+                ids, boxes, _ = mask_instances(lesion, boxes,
+                                               float(self.config["box_from_mask_max_scale"]))
+            else:
+                ids = instance_mask(lesion, boxes)
             present = np.bincount(ids.ravel(), minlength=256) > 0
         else:
             ids = np.zeros((H, W), np.uint8)
