@@ -237,7 +237,8 @@ class ClipRun:
 
 
 def _detector_frames(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
-                     infer_config: dict[str, Any] | None):
+                     infer_config: dict[str, Any] | None,
+                     stage_configs: dict[str, dict[str, Any]] | None = None):
     """Yield ``(frame truth, visibility, packet after the detector, gate open)`` per frame.
 
     The packet is what ``track`` receives: preprocessed, quality-scored and, where the gate is
@@ -249,7 +250,7 @@ def _detector_frames(seed: int, n_frames: int, detector_kind: str, stage_keys: l
     truth = case.truth()
     h, w = 480, 640
     mm = tuple(case.mm_per_px(h, w))
-    stages = [create(k) for k in stage_keys]
+    stages = [create(k, (stage_configs or {}).get(k)) for k in stage_keys]
     infer = create("infer", infer_config) if detector_kind == "models" else None
     gt_det = GroundTruthNoiseDetector(seed, truth) if detector_kind == "gt-noise" else None
     cls_det = ClassifierOnTruthBoxes(seed, truth) if detector_kind == "gt-boxes-classifier" \
@@ -285,7 +286,8 @@ def _detector_frames(seed: int, n_frames: int, detector_kind: str, stage_keys: l
 
 
 def _cache_path(cache: Path, seed: int, n_frames: int, detector_kind: str,
-                stage_keys: list[str], infer_config: dict[str, Any] | None) -> Path:
+                stage_keys: list[str], infer_config: dict[str, Any] | None,
+                stage_configs: dict[str, dict[str, Any]] | None = None) -> Path:
     """One file per clip and detector setting; the key holds everything the frames depend on,
     including the shipped weights' bytes when no ``weights_dir`` is given."""
     import hashlib
@@ -293,7 +295,9 @@ def _cache_path(cache: Path, seed: int, n_frames: int, detector_kind: str,
     from sonoflow.models.registry import weights_dir as shipped_dir
 
     key = json.dumps({"seed": seed, "frames": n_frames, "detector": detector_kind,
-                      "stages": stage_keys, "infer": infer_config or {}}, sort_keys=True)
+                      "stages": stage_keys, "infer": infer_config or {},
+                      **({"stage_configs": stage_configs} if stage_configs else {})},
+                     sort_keys=True)
     h = hashlib.sha256(key.encode())
     if detector_kind in ("models", "gt-boxes-classifier"):
         wdir = Path((infer_config or {}).get("weights_dir") or shipped_dir())
@@ -322,7 +326,8 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
              infer_config: dict[str, Any] | None = None,
              aggregate_config: dict[str, Any] | None = None,
              track_config: dict[str, Any] | None = None,
-             cache: Path | None = None) -> ClipRun:
+             cache: Path | None = None,
+             stage_configs: dict[str, dict[str, Any]] | None = None) -> ClipRun:
     """Simulate one clip and push it through the stages in process.
 
     With ``cache``, what the detector produced per frame is stored there on the first run (the
@@ -336,12 +341,13 @@ def run_clip(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str]
 
     t0 = time.perf_counter()
     frames: Any
-    path = (_cache_path(cache, seed, n_frames, detector_kind, stage_keys, infer_config)
-            if cache is not None else None)
+    path = (_cache_path(cache, seed, n_frames, detector_kind, stage_keys, infer_config,
+                        stage_configs) if cache is not None else None)
     if path is not None and path.exists():
         frames = frames_from_rows(cached_rows(path))
     else:
-        frames = _detector_frames(seed, n_frames, detector_kind, stage_keys, infer_config)
+        frames = _detector_frames(seed, n_frames, detector_kind, stage_keys, infer_config,
+                                  stage_configs)
         if path is not None:
             # only the arrays track and aggregate read (the image for key frames, the lesion
             # mask for sizes): the rest would make a clip's file 2.5x larger
@@ -830,6 +836,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aggregate-config", type=json.loads, default=None,
                     help='JSON config of both aggregate stages (the method is set apart), e.g. '
                          '\'{"min_track_frames": 8}\'')
+    ap.add_argument("--quality-config", type=json.loads, default=None,
+                    help='JSON config of the quality stage, e.g. \'{"threshold": 0.3}\'')
     ap.add_argument("--track-config", type=json.loads, default=None,
                     help='JSON config of the track stage, e.g. \'{"min_hits": 2}\'')
     ap.add_argument("--machine-note", default="",
@@ -847,7 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     stage_keys = [] if args.no_prep else ["preprocess", "quality"]
     t0 = time.perf_counter()
     runs = [run_clip(args.first_seed + k, args.frames, args.detector, stage_keys,
-                     args.infer_config, args.aggregate_config, args.track_config, args.cache)
+                     args.infer_config, args.aggregate_config, args.track_config, args.cache,
+                     {"quality": args.quality_config} if args.quality_config else None)
             for k in tqdm(range(args.clips), desc="clips", unit="clip")]
     seconds = time.perf_counter() - t0
     summary = summarise(runs)
@@ -856,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
                     "infer_config": args.infer_config,
                     "aggregate_config": args.aggregate_config,
                     "track_config": args.track_config,
+                    "quality_config": args.quality_config,
                     "machine": _machine_text(args.machine_note),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "seconds": round(seconds, 1)})
@@ -870,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --aggregate-config '{json.dumps(args.aggregate_config)}'"
               if args.aggregate_config else "")
            + (f" --track-config '{json.dumps(args.track_config)}'" if args.track_config else "")
+           + (f" --quality-config '{json.dumps(args.quality_config)}'"
+              if args.quality_config else "")
            + (f" --out {args.out}" if args.out != Path("benchmarks/results") else ""))
     md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="models")
     ap.add_argument("--infer-config", type=json.loads, default=None,
                     help="the infer config the cache was made with (part of its key)")
+    ap.add_argument("--quality-config", type=json.loads, default=None,
+                    help="the quality config the cache was made with (part of its key)")
     ap.add_argument("--no-prep", action="store_true")
     ap.add_argument("--cache", type=Path, required=True)
     ap.add_argument("--grid", type=json.loads, required=True,
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for seed in seeds:
         path = ef._cache_path(args.cache, seed, args.frames, args.detector, stage_keys,
-                              args.infer_config)
+                              args.infer_config,
+                              {"quality": args.quality_config} if args.quality_config else None)
         if not path.exists():
             raise SystemExit(f"tune_findings: {path} is missing: run benchmarks/eval_findings.py "
                              f"with the same --clips/--first-seed/--frames/--infer-config and "

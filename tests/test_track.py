@@ -163,3 +163,52 @@ def test_a_faint_lesion_missed_once_still_confirms(tentative_max_misses, confirm
     for f, seen in enumerate([True, True, False, True]):
         out = tracker.update([det(80, 80, 6)] if seen else [], f)
     assert bool(out and out[0].confirmed and out[0].track_id == 1) is confirmed
+
+
+HEM = {"cyst": 0.02, "hemangioma": 0.9, "metastasis": 0.03, "hcc": 0.03, "other": 0.02}
+HCC = {"cyst": 0.01, "hemangioma": 0.06, "metastasis": 0.08, "hcc": 0.83, "other": 0.02}
+
+
+def typed(cx: float, cy: float, r: float, probs: dict[str, float]) -> Detection:
+    d = det(cx, cy, r)
+    d.class_probs = dict(probs)
+    return d
+
+
+@pytest.mark.parametrize("min_sim, returning, same_id", [
+    (0.0, HCC, True),    # check off: the lost track takes whatever enters at its place
+    (0.7, HCC, False),   # another lesion type: a new track
+    (0.7, HEM, True),    # the same lesion coming back: its old track
+])
+def test_a_lost_track_takes_back_only_a_lesion_that_looks_like_its_own(min_sim, returning,
+                                                                       same_id):
+    tracker = ByteTrackLike(TrackerConfig(min_appearance_similarity=min_sim,
+                                          appearance_after_misses=5))
+    for f in range(20):
+        tracker.update([typed(200, 200, 20, HEM)], f)
+    (t,) = tracker.tracks
+    assert t.class_probs["hemangioma"] == pytest.approx(0.9)
+    for f in range(20, 40):  # the hemangioma leaves the plane
+        tracker.update([], f)
+    out = tracker.update([typed(210, 205, 18, returning)], 40)
+    assert (out[0].track_id == 1) == same_id
+
+
+def test_appearance_is_not_checked_while_the_track_is_followed():
+    """Type probabilities flicker from frame to frame: a track seen on the previous updates
+    keeps its detections whatever their type."""
+    tracker = ByteTrackLike(TrackerConfig(min_appearance_similarity=0.9,
+                                          appearance_after_misses=5))
+    for f in range(10):
+        tracker.update([typed(200, 200, 20, HEM)], f)
+    tracker.update([], 10)
+    out = tracker.update([typed(202, 200, 20, HCC)], 11)
+    assert out[0].track_id == 1
+
+
+def test_bhattacharyya_coefficient():
+    from sonoflow.stream.tracking.tracker import bhattacharyya
+
+    assert bhattacharyya(HEM, HEM) == pytest.approx(1.0)
+    assert bhattacharyya(HEM, HCC) < 0.5
+    assert bhattacharyya({"a": 1.0}, {"b": 1.0}) == 0.0

@@ -16,7 +16,12 @@ One ``update`` per analysed frame:
    ``min_hits`` matches; a tentative track that misses more than ``tentative_max_misses``
    updates in a row is dropped; a confirmed track survives
    ``max_lost_updates`` updates without a match (a lesion leaves and re-enters the plane
-   during a sweep), with a gate that widens while it is lost.
+   during a sweep), with a gate that widens while it is lost;
+5. re-acquisition checks appearance: a track lost for ``appearance_after_misses`` updates or
+   more only takes a detection whose lesion-type probabilities agree with the track's
+   (Bhattacharyya coefficient >= ``min_appearance_similarity``). Without it, a track whose
+   lesion left the plane was seen to take over a different lesion entering it later (a
+   hemangioma's track continued on an HCC, so the hemangioma was never reported).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from sonoflow.stream.tracking.kalman import BoxKalman
 
 
 class BoxLike(Protocol):
-    """Anything with a pixel box and a confidence (``sonoflow.stream.messages.Detection``)."""
+    """Anything with a pixel box and a confidence (``sonoflow.stream.messages.Detection``);
+    an optional ``class_probs`` mapping (lesion type -> probability) is used for appearance."""
 
     xyxy_px: tuple[float, float, float, float]
     confidence: float
@@ -69,6 +75,14 @@ class TrackerConfig:
         min_similarity_high: assignment floor in pass 1.
         min_similarity_low: assignment floor in pass 2 (stricter: low scores are noisier).
         velocity_decay: Kalman velocity factor per prediction made without a measurement.
+        appearance_after_misses: a track lost for this many updates or more must agree in
+            appearance to be matched again.
+        min_appearance_similarity: that agreement: Bhattacharyya coefficient between the
+            track's running mean of lesion-type probabilities and the detection's, in [0, 1]
+            (0 switches the check off; it is skipped when either has no probabilities, e.g.
+            without the lesion classifier).
+        appearance_memory: updates over which the track's type probabilities are averaged
+            (an exponential mean with weight ``1 / min(matches, appearance_memory)``).
     """
 
     high_confidence: float = 0.35
@@ -83,6 +97,9 @@ class TrackerConfig:
     min_similarity_high: float = 0.3
     min_similarity_low: float = 0.4
     velocity_decay: float = 0.5
+    appearance_after_misses: int = 5
+    min_appearance_similarity: float = 0.0
+    appearance_memory: int = 30
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_confidence <= self.high_confidence <= 1.0:
@@ -93,6 +110,12 @@ class TrackerConfig:
             raise ConfigError(f"tracker: need min_hits >= 1, max_lost_updates >= 0 and "
                               f"tentative_max_misses >= 0, got {self.min_hits}, "
                               f"{self.max_lost_updates} and {self.tentative_max_misses}")
+        if not 0.0 <= self.min_appearance_similarity <= 1.0 or self.appearance_memory < 1 \
+                or self.appearance_after_misses < 1:
+            raise ConfigError(f"tracker: need min_appearance_similarity in [0, 1], "
+                              f"appearance_memory >= 1 and appearance_after_misses >= 1, got "
+                              f"{self.min_appearance_similarity}, {self.appearance_memory} and "
+                              f"{self.appearance_after_misses}")
         if not 0.0 <= self.iou_weight <= 1.0 or self.gate_scale <= 0:
             raise ConfigError(f"tracker: iou_weight must be in [0, 1] and gate_scale > 0, got "
                               f"{self.iou_weight} and {self.gate_scale}")
@@ -112,6 +135,8 @@ class Track:
         detection_index: index of the matched detection in the latest ``update`` input, or
             None when this track was not matched on the latest update.
         confidence: confidence of the latest matched detection.
+        class_probs: running mean of the matched detections' lesion-type probabilities
+            (empty when they carry none).
     """
 
     track_id: int
@@ -123,6 +148,7 @@ class Track:
     confirmed: bool = False
     detection_index: int | None = None
     confidence: float = 0.0
+    class_probs: dict[str, float] = field(default_factory=dict)
 
     @property
     def xyxy_px(self) -> tuple[float, float, float, float]:
@@ -166,6 +192,7 @@ class ByteTrackLike:
         cfg = self.config
         boxes = np.array([d.xyxy_px for d in detections], dtype=np.float64).reshape(-1, 4)
         conf = np.array([d.confidence for d in detections], dtype=np.float64)
+        probs = [dict(getattr(d, "class_probs", None) or {}) for d in detections]
         for t in self._tracks:
             t.kalman.predict()
             t.detection_index = None
@@ -176,11 +203,12 @@ class ByteTrackLike:
         matched_tracks: set[int] = set()
         pool = list(range(len(self._tracks)))
         unmatched_high = self._match(pool, high, boxes, cfg.min_similarity_high, matched_tracks,
-                                     frame_index, conf)
+                                     frame_index, conf, probs)
         # pass 2: low-confidence detections against confirmed tracks seen on the last update
         pool2 = [k for k in range(len(self._tracks)) if k not in matched_tracks
                  and self._tracks[k].confirmed and self._tracks[k].misses == 0]
-        self._match(pool2, low, boxes, cfg.min_similarity_low, matched_tracks, frame_index, conf)
+        self._match(pool2, low, boxes, cfg.min_similarity_low, matched_tracks, frame_index, conf,
+                    probs)
 
         survivors: list[Track] = []
         for k, t in enumerate(self._tracks):
@@ -192,13 +220,15 @@ class ByteTrackLike:
             survivors.append(t)
         for j in unmatched_high:
             if conf[j] >= cfg.new_track_confidence:
-                survivors.append(self._new_track(boxes[j], frame_index, j, float(conf[j])))
+                survivors.append(self._new_track(boxes[j], frame_index, j, float(conf[j]),
+                                                 probs[j]))
         self._tracks = survivors
         return sorted((t for t in self._tracks if t.detection_index is not None),
                       key=lambda t: t.track_id)
 
     def _match(self, pool: list[int], det_idx: list[int], boxes: np.ndarray, floor: float,
-               matched_tracks: set[int], frame_index: int, conf: np.ndarray) -> list[int]:
+               matched_tracks: set[int], frame_index: int, conf: np.ndarray,
+               probs: list[dict[str, float]]) -> list[int]:
         """Assign ``det_idx`` detections to the ``pool`` tracks; return unmatched detections."""
         if not pool or not det_idx:
             return list(det_idx)
@@ -209,6 +239,13 @@ class ByteTrackLike:
             growth = min(1.0 + cfg.lost_gate_growth * self._tracks[k].misses, 2.0)
             sim[row] = similarity(track_boxes[row:row + 1], boxes[det_idx], cfg.iou_weight,
                                   cfg.gate_scale * growth)[0]
+            t = self._tracks[k]
+            if (cfg.min_appearance_similarity > 0 and t.misses >= cfg.appearance_after_misses
+                    and t.class_probs):
+                for col, j in enumerate(det_idx):
+                    if probs[j] and bhattacharyya(t.class_probs, probs[j]) \
+                            < cfg.min_appearance_similarity:
+                        sim[row, col] = -1.0  # below every assignment floor
         matches, _, unmatched_cols = assign(sim, floor)
         for row, col in matches:
             t = self._tracks[pool[row]]
@@ -220,12 +257,25 @@ class ByteTrackLike:
             t.detection_index = j
             t.confidence = float(conf[j])
             t.confirmed = t.confirmed or t.hits >= cfg.min_hits
+            if probs[j]:
+                w = 1.0 / min(t.hits, cfg.appearance_memory)
+                t.class_probs = {c: (1 - w) * t.class_probs.get(c, 0.0) + w * p
+                                 for c, p in probs[j].items()} if t.class_probs else \
+                    dict(probs[j])
             matched_tracks.add(pool[row])
         return [det_idx[c] for c in unmatched_cols]
 
-    def _new_track(self, box: np.ndarray, frame_index: int, det: int, conf: float) -> Track:
+    def _new_track(self, box: np.ndarray, frame_index: int, det: int, conf: float,
+                   probs: dict[str, float]) -> Track:
         t = Track(track_id=self._next_id, kalman=BoxKalman(box, self.config.velocity_decay),
                   first_frame=frame_index, last_frame=frame_index, detection_index=det,
-                  confidence=conf, confirmed=self.config.min_hits <= 1)
+                  confidence=conf, confirmed=self.config.min_hits <= 1,
+                  class_probs=dict(probs))
         self._next_id += 1
         return t
+
+
+def bhattacharyya(p: dict[str, float], q: dict[str, float]) -> float:
+    """Bhattacharyya coefficient sum(sqrt(p_c q_c)) of two class distributions, in [0, 1]
+    (1 = identical); classes missing from one side count as probability 0."""
+    return float(sum(np.sqrt(max(v, 0.0) * max(q.get(c, 0.0), 0.0)) for c, v in p.items()))
