@@ -217,6 +217,23 @@ def test_short_tracks_are_not_reported():
     assert len(case["lesions"]) == 2
 
 
+@pytest.mark.parametrize("floor, reported", [(0.0, 2), (0.8, 2), (0.9, 0)])
+def test_tracks_below_the_mean_confidence_floor_are_not_reported(floor, reported):
+    # the fixture's detections have confidence ~ N(0.85, 0.05)
+    case = fx.run_stages(fx.disc_clip(n_frames=30),
+                         aggregate_config={"min_track_confidence": floor})[2].header.case
+    assert len(case["lesions"]) == reported
+    assert case["aggregation"]["min_track_confidence"] == floor
+
+
+def test_min_track_confidence_outside_0_1_is_a_config_error():
+    from sonoflow.stream.errors import ConfigError
+    from sonoflow.stream.stages.aggregate import AggregateStage
+
+    with pytest.raises(ConfigError, match="min_track_confidence"):
+        AggregateStage({"min_track_confidence": 1.5})
+
+
 def test_model_provenance_reads_full_hash_and_synthetic_flag_from_cards(tmp_path):
     from sonoflow.models.card import InputSpec, ModelCard, file_sha256
     from sonoflow.stream.aggregation.case import model_provenance

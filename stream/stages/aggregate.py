@@ -84,6 +84,8 @@ class AggregateStage(Stage):
             session 5 had gone from 3 to 5 on the same clips: 0.70 -> 0.60 and 0.65 -> 0.50
             false lesions per clip, none lost). At 30 fps, 8 analysed frames are about a
             quarter of a second of evidence.
+        min_track_confidence: and the mean detection confidence over those observations must
+            reach this (0 = no such rule).
         thumb_size_px: side of the key-frame thumbnails.
         lirads_threshold_mm, lirads_benign_min_prob, lirads_benign_max_malignancy,
         lirads_min_good_frames, lirads_positive_overrides_few_frames: see
@@ -95,6 +97,7 @@ class AggregateStage(Stage):
         "method": "log_odds",
         "good_quality": 0.5,
         "min_track_frames": 8,
+        "min_track_confidence": 0.0,
         "thumb_size_px": 160,
         "lirads_threshold_mm": LiradsConfig.threshold_mm,
         "lirads_benign_min_prob": LiradsConfig.benign_min_prob,
@@ -108,6 +111,9 @@ class AggregateStage(Stage):
         if self.config["method"] not in METHODS:
             raise ConfigError(f"aggregate: method {self.config['method']!r} is not one of "
                               f"{METHODS}; set method = \"log_odds\" or \"attention\"")
+        if not 0.0 <= float(self.config["min_track_confidence"]) <= 1.0:
+            raise ConfigError(f"aggregate: min_track_confidence must lie in [0, 1], got "
+                              f"{self.config['min_track_confidence']}")
         if int(self.config["min_track_frames"]) < 1:
             raise ConfigError(f"aggregate: min_track_frames must be >= 1, got "
                               f"{self.config['min_track_frames']}")
@@ -220,7 +226,7 @@ class AggregateStage(Stage):
     def _refresh(self, st: _StreamState, header: FrameHeader, lesion_id: int) -> list[Packet]:
         """Recompute one lesion's summary; a lesion packet when it is new or changed class."""
         ev = st.lesions[lesion_id]
-        if not ev.confirmed or len(ev.observations) < int(self.config["min_track_frames"]):
+        if not self._reportable(ev):
             return []
         summary = ev.summary(self.config["method"])
         previous = st.summaries.get(lesion_id)
@@ -229,6 +235,14 @@ class AggregateStage(Stage):
             return [Packet(LesionHeader(stream_id=header.stream_id, seq=header.seq,
                                         lesion=summary))]
         return []
+
+    def _reportable(self, ev: LesionEvidence) -> bool:
+        """A confirmed track with enough observations, confident enough on average."""
+        obs = ev.observations
+        if not ev.confirmed or len(obs) < int(self.config["min_track_frames"]):
+            return False
+        floor = float(self.config["min_track_confidence"])
+        return floor <= 0 or float(np.mean([o.confidence for o in obs])) >= floor
 
     # --- end of stream -----------------------------------------------------------------------
 
@@ -245,7 +259,7 @@ class AggregateStage(Stage):
         method = self.config["method"]
         min_frames = int(self.config["min_track_frames"])
         lesions = [st.lesions[k].summary(method) for k in sorted(st.lesions)
-                   if st.lesions[k].confirmed and len(st.lesions[k].observations) >= min_frames]
+                   if self._reportable(st.lesions[k])]
         calibrated = st.mm_per_px is not None
         visualization = visualization_from_quality(st.qualities)
         lirads = categorize(lesions, st.good_frames, calibrated, visualization,
@@ -280,6 +294,7 @@ class AggregateStage(Stage):
                         "good_threshold": self.lirads_config.good_quality,
                         "flags": dict(sorted(flags.items()))},
             "aggregation": {"method": method, "min_track_frames": min_frames,
+                            "min_track_confidence": float(self.config["min_track_confidence"]),
                             "weights": "frame quality x detection confidence"},
             "models": models,
             "inference": {"backend": st.backend or None, "precision": st.precision or None,
