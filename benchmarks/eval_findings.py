@@ -882,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --track-config '{json.dumps(args.track_config)}'" if args.track_config else "")
            + (f" --quality-config '{json.dumps(args.quality_config)}'"
               if args.quality_config else "")
+           + (f" --cache {args.cache}" if args.cache else "")
            + (f" --out {args.out}" if args.out != Path("benchmarks/results") else ""))
     md = markdown(summary, args.detector, cmd, args.frames, seconds, args.first_seed)
     base.with_suffix(".md").write_text(md)
