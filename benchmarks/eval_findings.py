@@ -520,12 +520,17 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
     eligible_cut = {k for k, t in truth.items()
                     if t.get("max_inplane_mm_cut", 0.0) >= ELIGIBLE_MM
                     and t["frames_cut"] >= ELIGIBLE_FRAMES}
-    reported = {les["lesion_id"]: les for les in case["lesions"]}
+    # a true lesion counts as found when the case lists it as a lesion or as a possible mimic
+    # (case["mimics"]: focal fat sparing is one); a false track counts against the lesion
+    # table only when it is listed as a lesion, and is counted apart when listed as a mimic
+    mimic_ids = {les["lesion_id"] for les in case.get("mimics", [])}
+    reported = {les["lesion_id"]: les for les in [*case["lesions"], *case.get("mimics", [])]}
     assign: dict[int, int] = {}
     for lid in reported:
         v = run.track_votes.get(lid, Counter())
         assign[lid] = v.most_common(1)[0][0] if v else 0
-    false_lesions = [lid for lid, t in assign.items() if t == 0]
+    false_lesions = [lid for lid, t in assign.items() if t == 0 and lid not in mimic_ids]
+    false_mimics = [lid for lid, t in assign.items() if t == 0 and lid in mimic_ids]
     per_truth: dict[int, list[int]] = defaultdict(list)
     for lid, t in assign.items():
         if t:
@@ -576,6 +581,9 @@ def score_clip(run: ClipRun, method: str) -> dict[str, Any]:
         "eligible_cut": len(eligible_cut),
         "recalled_cut": sum(1 for t in eligible_cut if t in per_truth),
         "false_lesions": len(false_lesions), "false_lesion_detail": false_detail,
+        "false_mimics": len(false_mimics),
+        "recalled_as_mimic_only": sum(1 for t in eligible if t in per_truth
+                                      and all(lid in mimic_ids for lid in per_truth[t])),
         "missed": missed,
         "fragments": [len(per_truth[t]) for t in eligible if t in per_truth],
         "type_hits": type_hits, "type_pairs_true_reported": type_pairs, "size_rel_err": size_err,
@@ -671,6 +679,8 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
                 "recall_cut": (sum(s["recalled_cut"] for s in scores)
                                / max(sum(s["eligible_cut"] for s in scores), 1)),
                 "false_lesions_per_clip": _mean([s["false_lesions"] for s in scores]),
+                "false_mimics_per_clip": _mean([s["false_mimics"] for s in scores]),
+                "recalled_as_mimic_only": sum(s["recalled_as_mimic_only"] for s in scores),
                 "fragmentation": _mean(frags),
                 "type_accuracy": _mean([x for s in scores for x in s["type_hits"]]),
                 "type_confusions_true_reported": dict(Counter(
@@ -770,6 +780,8 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
     row("false lesions per clip", "<= 0.3",
         f"{_f(fl.get('false_detections_per_frame'))} per analysed frame",
         "false_lesions_per_clip", "lesion_level", pct=False)
+    row("possible mimics that are not lesions, per clip (listed apart)", "-", "-",
+        "false_mimics_per_clip", "lesion_level", pct=False)
     row("track fragmentation (tracks per true lesion)", "<= 1.2", "-", "fragmentation",
         "lesion_level", pct=False)
     row("lesion-type accuracy", ">= 90 %", _f(fl["type_accuracy"], True), "type_accuracy",

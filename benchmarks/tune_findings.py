@@ -37,6 +37,7 @@ COLUMNS = (  # (label, lesion_level / case_level key, percent)
     ("recall >= 10 mm", "recall", True),
     ("recall (good frames)", "recall_good", True),
     ("false lesions / clip", "false_lesions_per_clip", False),
+    ("false mimics / clip", "false_mimics_per_clip", False),
     ("fragmentation", "fragmentation", False),
     ("type accuracy", "type_accuracy", True),
     ("long axis within 15 %", "long_axis_within_15pct", True),

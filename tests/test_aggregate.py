@@ -226,6 +226,33 @@ def test_tracks_below_the_mean_confidence_floor_are_not_reported(floor, reported
     assert case["aggregation"]["min_track_confidence"] == floor
 
 
+def test_a_track_pooled_to_other_is_listed_as_a_mimic_not_a_lesion():
+    clip = fx.disc_clip(lesions=(("metastasis", 14.0), ("other", 18.0)))
+    frames, _, case_packet = fx.run_stages(clip)
+    case = case_packet.header.case
+    assert [les["class"] for les in case["lesions"]] == ["metastasis"]
+    assert [m["class"] for m in case["mimics"]] == ["other"]
+    assert case["mimics"][0]["long_axis_mm"] is not None  # measured like a lesion
+    assert case["aggregation"]["mimic_classes"] == ["other"]
+    assert str(case["mimics"][0]["lesion_id"]) not in case["lirads"]["per_lesion"]
+    mal = case["lesions"][0]["malignancy"]
+    assert case["malignancy_risk"]["value"] == pytest.approx(mal, abs=1e-4)  # mimic left out
+    assert f"thumb_{case['mimics'][0]['lesion_id']}" in case_packet.arrays
+    # with no mimic classes, both are lesions
+    case = fx.run_stages(fx.disc_clip(lesions=(("metastasis", 14.0), ("other", 18.0))),
+                         aggregate_config={"mimic_classes": []})[2].header.case
+    assert sorted(les["class"] for les in case["lesions"]) == ["metastasis", "other"]
+    assert case["mimics"] == []
+
+
+def test_unknown_mimic_class_is_a_config_error():
+    from sonoflow.stream.errors import ConfigError
+    from sonoflow.stream.stages.aggregate import AggregateStage
+
+    with pytest.raises(ConfigError, match="mimic_classes"):
+        AggregateStage({"mimic_classes": ["vessel"]})
+
+
 def test_min_track_confidence_outside_0_1_is_a_config_error():
     from sonoflow.stream.errors import ConfigError
     from sonoflow.stream.stages.aggregate import AggregateStage

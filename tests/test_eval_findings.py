@@ -82,3 +82,17 @@ def test_a_cached_clip_scores_exactly_as_the_uncached_run(eval_findings, tmp_pat
     # another frame count is another file
     ef.run_clip(900002, 12, "gt-noise", ["preprocess", "quality"], cache=tmp_path)
     assert len(list(tmp_path.glob("900002_*.msgpack"))) == 2
+
+
+def test_a_lesion_listed_as_a_mimic_is_found_and_a_false_mimic_is_not_a_false_lesion(
+        eval_findings):
+    ef = eval_findings
+    run = _clip(ef, dark_frames=0, good_frames=20, reported=True)
+    case = run.cases["log_odds"]
+    case["mimics"], case["lesions"] = case["lesions"], []  # the true lesion, listed as a mimic
+    case["mimics"].append({"lesion_id": 9, "class": "other", "malignancy": 0.01,
+                           "long_axis_mm": 12.0, "best_frame": 3, "n_frames": 15})
+    run.track_votes[9] = Counter({0: 15})  # a track on no true lesion
+    score = ef.score_clip(run, "log_odds")
+    assert (score["eligible"], score["recalled"], score["recalled_as_mimic_only"]) == (1, 1, 1)
+    assert (score["false_lesions"], score["false_mimics"]) == (0, 1)

@@ -74,6 +74,21 @@ def test_report_is_self_contained_and_complete(outputs):
     assert "test-time augmentation" in page
 
 
+def test_report_lists_possible_mimics_apart_from_lesions(tmp_path, outputs):
+    _, _, case = fx.run_stages(fx.disc_clip(lesions=(("cyst", 20.0), ("other", 16.0))))
+    c = case.header.case
+    assert len(c["lesions"]) == 1 and len(c["mimics"]) == 1
+    write_case_outputs(tmp_path, case, None)
+    page = (tmp_path / "report.html").read_text()
+    lesions_part, mimics_part = page.split("Possible mimics (not counted as lesions)")
+    m = c["mimics"][0]
+    assert f"{m['long_axis_mm']:.1f} &times; {m['short_axis_mm']:.1f} mm" in mimics_part
+    assert f"{m['long_axis_mm']:.1f} &times;" not in lesions_part
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2  # both key frames
+    # a study without mimics has no such section
+    assert "Possible mimics" not in (outputs[0] / "report.html").read_text()
+
+
 def test_report_without_timeline_and_html_escaping(tmp_path):
     _, _, case = fx.run_stages(fx.disc_clip(n_frames=12))
     case.header.case["source"] = "<script>alert(1)</script>.mp4"

@@ -83,6 +83,9 @@ def summary_text(case: dict[str, Any], truth: list[dict[str, Any]] | None, elaps
                      f"{les['last_frame']}")
     if not case.get("lesions"):
         lines.append("  none")
+    for les in case.get("mimics", []):
+        lines.append(f"  (#{les['lesion_id']} {les['class']}: a possible mimic, not counted as a "
+                     f"lesion)")
     if truth is not None:
         lines.append("Simulator ground truth:")
         for t in truth:

@@ -172,9 +172,10 @@ def _probs_html(probs: dict[str, float], top: int = 3) -> str:
     return "<br>".join(f"{_e(k)} {_pct(v)}" for k, v in items)
 
 
-def _lesion_rows(case: dict[str, Any], thumbs: dict[str, np.ndarray]) -> str:
+def _lesion_rows(case: dict[str, Any], thumbs: dict[str, np.ndarray], key: str = "lesions"
+                 ) -> str:
     rows = []
-    for les in case.get("lesions", []):
+    for les in case.get(key, []):
         thumb = thumbs.get(f"thumb_{les['lesion_id']}")
         img = (f'<img class="thumb" alt="lesion {les["lesion_id"]} key frame" '
                f'src="{png_data_uri(thumb)}">' if thumb is not None else "no thumbnail")
@@ -197,8 +198,26 @@ def _lesion_rows(case: dict[str, Any], thumbs: dict[str, np.ndarray]) -> str:
             f"<td class=num>{_pct(les.get('malignancy'))}</td>"
             f"<td><small>{feat_html}</small></td><td>{_e(lirads)}</td></tr>")
     if not rows:
-        return '<tr><td colspan="8">No lesion was confirmed in this study.</td></tr>'
+        return ('<tr><td colspan="8">No lesion was confirmed in this study.</td></tr>'
+                if key == "lesions" else "")
     return "\n".join(rows)
+
+
+def _mimics_html(case: dict[str, Any], thumbs: dict[str, np.ndarray]) -> str:
+    """The tracks pooled to a mimic class, apart from the lesions (nothing when none)."""
+    rows = _lesion_rows(case, thumbs, "mimics")
+    if not rows:
+        return ""
+    classes = ", ".join((case.get("aggregation") or {}).get("mimic_classes") or [])
+    return f"""<h2>Possible mimics (not counted as lesions)</h2>
+<p class="meta">Tracks whose pooled class is {_e(classes)}: the classifier's class for focal fat
+sparing and for non-lesions such as vessel cross-sections. They are left out of the lesion
+table, the malignancy risk and the US LI-RADS category; look at them before dismissing them.</p>
+<table><thead><tr><th>key frame</th><th>id</th><th>frames</th><th>size (long &times; short)</th>
+<th>class (confidence)</th><th>malignancy</th><th>features</th><th>US category</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>"""
 
 
 def _diffuse_html(block: dict[str, Any] | None, key: str, title: str) -> str:
@@ -298,6 +317,7 @@ code {{ font-size: 12px; word-break: break-all; }}
 <tbody>
 {_lesion_rows(case, thumbs)}
 </tbody></table>
+{_mimics_html(case, thumbs)}
 
 <h2>Quality</h2>
 <p>Mean quality score {quality.get('mean_score', 'n/a')} over {quality.get('frames_scored', 0)}
