@@ -97,7 +97,7 @@ class AggregateStage(Stage):
             class for focal fat sparing and for the non-lesions it was trained on (vessel
             cross-sections, shadows). An empty list reports every track as a lesion.
             ``["other"]`` since session 7: on 100 tuning clips (seeds 930001-930100) false
-            lesions per clip went 0.34 -> 0.21, 13 of them listed as mimics instead, with the
+            lesions per clip went 0.35 -> 0.21, 14 of them listed as mimics instead, with the
             same recall (the 3 true fat-sparing lesions found are listed as mimics) and the
             same US LI-RADS agreement.
         thumb_size_px: side of the key-frame thumbnails.

