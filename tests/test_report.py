@@ -84,6 +84,8 @@ def test_report_lists_possible_mimics_apart_from_lesions(tmp_path, outputs):
     m = c["mimics"][0]
     assert f"{m['long_axis_mm']:.1f} &times; {m['short_axis_mm']:.1f} mm" in mimics_part
     assert f"{m['long_axis_mm']:.1f} &times;" not in lesions_part
+    assert "left out (possible mimic)" in mimics_part
+    assert "tracks pooled to other listed as possible mimics" in mimics_part  # the footer
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 2  # both key frames
     # a study without mimics has no such section
     assert "Possible mimics" not in (outputs[0] / "report.html").read_text()

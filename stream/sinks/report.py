@@ -188,6 +188,8 @@ def _lesion_rows(case: dict[str, Any], thumbs: dict[str, np.ndarray], key: str =
         feat_html = "<br>".join(f"{_e(k)} {_pct(v)}" for k, v in feats if v >= 0.5) or \
             "none above 50%"
         lirads = (case.get("lirads", {}).get("per_lesion") or {}).get(str(les["lesion_id"]), "")
+        if key == "mimics":
+            lirads = "left out (possible mimic)"
         rows.append(
             f"<tr><td>{img}</td><td class=num>{les['lesion_id']}</td>"
             f"<td>{les['first_frame']}&ndash;{les['last_frame']}<br>"
@@ -201,6 +203,12 @@ def _lesion_rows(case: dict[str, Any], thumbs: dict[str, np.ndarray], key: str =
         return ('<tr><td colspan="8">No lesion was confirmed in this study.</td></tr>'
                 if key == "lesions" else "")
     return "\n".join(rows)
+
+
+def _mimic_note(case: dict[str, Any]) -> str:
+    classes = (case.get("aggregation") or {}).get("mimic_classes") or []
+    return (f"; tracks pooled to {_e(', '.join(classes))} listed as possible mimics"
+            if classes else "")
 
 
 def _mimics_html(case: dict[str, Any], thumbs: dict[str, np.ndarray]) -> str:
@@ -335,6 +343,6 @@ scored frames; {quality.get('good_frames', 0)} good-quality analysed frames (sco
 {_e((case.get('inference') or {}).get('tta'))} &middot; aggregation:
 {_e((case.get('aggregation') or {}).get('method'))} pooling weighted by
 {_e((case.get('aggregation') or {}).get('weights'))}, lesions with at least
-{_e((case.get('aggregation') or {}).get('min_track_frames'))} frames of evidence.</p>
+{_e((case.get('aggregation') or {}).get('min_track_frames'))} frames of evidence{_mimic_note(case)}.</p>
 </body></html>
 """
