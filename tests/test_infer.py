@@ -90,16 +90,16 @@ def test_fills_infer_result_and_masks(weights, sim_frame, preprocess):
     assert ids == {d.mask_id for d in res.detections if d.mask_id is not None}
 
 
-def test_boxes_and_masks_map_back_to_original_pixels(weights, sim_frame):
-    """A peak planted in the network's output lands at the matching frame pixels."""
-    s = stage(weights, classifier_model="", tta="none")
-    pk = packet(sim_frame)
+def plant(s: InferStage, pk: Packet, box_px, mask_px, steatosis: int | None = None) -> None:
+    """Make the stage's frame network output one peak whose box is ``box_px`` and a lesion
+    mask filling ``mask_px`` (both in original-frame pixels, mapped through the letterbox)."""
     x0, y0, x1, y1 = pk.header.preprocess.sector_xyxy_px
     scale = min(256 / (x1 - x0), 256 / (y1 - y0))
-    pad_x = (256 - round((x1 - x0) * scale)) // 2
-    pad_y = (256 - round((y1 - y0) * scale)) // 2
-    target = np.array([140.0, 120.0, 170.0, 150.0])  # frame pixels, inside the sector
-    inp = (target - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]
+    pad = np.array([(256 - round((x1 - x0) * scale)) // 2,
+                    (256 - round((y1 - y0) * scale)) // 2] * 2)
+    origin = np.array([x0, y0, x0, y0])
+    inp = (np.asarray(box_px) - origin) * scale + pad
+    m = (((np.asarray(mask_px) - origin) * scale + pad) / 2).astype(int)
     cx, cy = (inp[0] + inp[2]) / 2 / 4, (inp[1] + inp[3]) / 2 / 4
     real = s._frame.run
 
@@ -109,12 +109,20 @@ def test_boxes_and_masks_map_back_to_original_pixels(weights, sim_frame):
         out["heatmap"][0, 0, iy, ix] = 0.9
         out["size"][0, :, iy, ix] = (inp[2] - inp[0], inp[3] - inp[1])
         out["offset"][0, :, iy, ix] = (cx - ix, cy - iy)
-        m0, m1 = (inp / 2).astype(int)[[0, 1]], (inp / 2).astype(int)[[2, 3]]
-        out["lesion_mask"][0, 0, m0[1]:m1[1], m0[0]:m1[0]] = 1.0
-        out["steatosis"][0, 2] = out["fibrosis"][0, 0] = 1.0
+        out["lesion_mask"][0, 0, m[1]:m[3], m[0]:m[2]] = 1.0
+        if steatosis is not None:
+            out["steatosis"][0, steatosis] = out["fibrosis"][0, 0] = 1.0
         return out
 
     s._frame.run = planted
+
+
+def test_boxes_and_masks_map_back_to_original_pixels(weights, sim_frame):
+    """A peak planted in the network's output lands at the matching frame pixels."""
+    s = stage(weights, classifier_model="", tta="none")
+    pk = packet(sim_frame)
+    target = np.array([140.0, 120.0, 170.0, 150.0])  # frame pixels, inside the sector
+    plant(s, pk, target, target, steatosis=2)
     res = s.process(pk).header.infer
     assert len(res.detections) == 1
     d = res.detections[0]
@@ -220,28 +228,9 @@ def test_box_from_mask_replaces_an_undersized_box_by_the_masks_extent(weights, s
     """The network's box covers the middle half of a lesion its mask segments whole."""
     s = stage(weights, classifier_model="", box_from_mask=box_from_mask)
     pk = packet(sim_frame)
-    x0, y0, x1, y1 = pk.header.preprocess.sector_xyxy_px
-    scale = min(256 / (x1 - x0), 256 / (y1 - y0))
-    pad_x = (256 - round((x1 - x0) * scale)) // 2
-    pad_y = (256 - round((y1 - y0) * scale)) // 2
     lesion = np.array([130.0, 110.0, 190.0, 160.0])  # frame pixels, inside the sector
     box = np.array([145.0, 122.0, 175.0, 148.0])  # about half of it each way
-    to_in = lambda b: (b - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]  # noqa: E731
-    inp, mask_in = to_in(box), to_in(lesion)
-    cx, cy = (inp[0] + inp[2]) / 2 / 4, (inp[1] + inp[3]) / 2 / 4
-    real = s._frame.run
-
-    def planted(inputs):
-        out = {k: np.zeros_like(v) for k, v in real(inputs).items()}
-        ix, iy = int(cx), int(cy)
-        out["heatmap"][0, 0, iy, ix] = 0.9
-        out["size"][0, :, iy, ix] = (inp[2] - inp[0], inp[3] - inp[1])
-        out["offset"][0, :, iy, ix] = (cx - ix, cy - iy)
-        m = (mask_in / 2).round().astype(int)
-        out["lesion_mask"][0, 0, m[1]:m[3], m[0]:m[2]] = 1.0
-        return out
-
-    s._frame.run = planted
+    plant(s, pk, box, lesion)
     (d,) = s.process(pk).header.infer.detections
     expected = lesion if box_from_mask else box
     np.testing.assert_allclose(d.xyxy_px, expected, atol=4.0)
