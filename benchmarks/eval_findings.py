@@ -814,6 +814,9 @@ def markdown(summary: dict[str, Any], detector: str, command: str, n_frames: int
               f"abstentions: {lo['case_level']['lirads_abstained']} (log-odds), "
               f"{at['case_level']['lirads_abstained']} (attention); matched frame detections: "
               f"{fl['matched_detections']}.", ""]
+    lines += [f"Frame-level recall and false detections count analysed frames only: each "
+              f"visible true lesion on such a frame is found when a detection matches it at IoU "
+              f">= {MATCH_IOU}; unmatched detections are false.", ""]
     miss = lo["lesion_level"].get("missed_by_cause") or {}
     if miss:
         lines += ["Missed eligible lesions by cause (log-odds): "
