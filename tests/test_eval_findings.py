@@ -1,8 +1,15 @@
-"""Scoring rules of ``benchmarks/eval_findings.py`` on hand-made clips (no simulator, no models)."""
+"""Scoring rules of ``benchmarks/eval_findings.py`` on hand-made clips, its cache and
+``benchmarks/tune_findings.py`` on short simulated clips (the noisy-truth detector, no models)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 
 def _clip(ef, dark_frames: int, good_frames: int, reported: bool):
@@ -96,3 +103,37 @@ def test_a_lesion_listed_as_a_mimic_is_found_and_a_false_mimic_is_not_a_false_le
     score = ef.score_clip(run, "log_odds")
     assert (score["eligible"], score["recalled"], score["recalled_as_mimic_only"]) == (1, 1, 1)
     assert (score["false_lesions"], score["false_mimics"]) == (0, 1)
+
+
+def test_tune_findings_replays_a_grid_over_cached_clips(eval_findings, tmp_path):
+    ef = eval_findings
+    cache = tmp_path / "cache"
+    agg = {"min_track_frames": 3}
+    strict_agg = {"min_track_frames": 20}
+    direct = {}
+    for name, cfg in (("same", agg), ("strict", strict_agg)):
+        runs = [ef.run_clip(s, 30, "gt-noise", ["preprocess", "quality"], aggregate_config=cfg,
+                            cache=cache) for s in (900002, 900003)]
+        direct[name] = ef.summarise(runs)["methods"]["log_odds"]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_findings.py"
+    spec = importlib.util.spec_from_file_location("tune_findings", path)
+    tf = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("tune_findings", tf)
+    spec.loader.exec_module(tf)
+    grid = [{"aggregate": agg}, {"aggregate": strict_agg}]
+    out = tmp_path / "grid"
+    assert tf.main(["--clips", "2", "--frames", "30", "--first-seed", "900002",
+                    "--detector", "gt-noise", "--cache", str(cache), "--grid", json.dumps(grid),
+                    "--out", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    rows = dict(zip(("same", "strict"), (r["log_odds"] for r in doc["results"]), strict=True))
+    for name, row in rows.items():  # each grid row = the full evaluation with that setting
+        both = {**direct[name]["lesion_level"], **direct[name]["case_level"]}
+        assert row == {k: both.get(k) for k in row}
+    assert rows["same"]["false_lesions_per_clip"] != rows["strict"]["false_lesions_per_clip"] \
+        or rows["same"]["recall"] != rows["strict"]["recall"]  # the setting mattered
+    assert "min_track_frames" in out.with_suffix(".md").read_text()
+    # a clip that was never cached is named, not silently skipped
+    with pytest.raises(SystemExit, match="missing"):
+        tf.main(["--clips", "3", "--frames", "30", "--first-seed", "900002", "--detector",
+                 "gt-noise", "--cache", str(cache), "--grid", "[{}]", "--out", str(out)])
