@@ -229,8 +229,8 @@ class ClipRun:
     frame_categories: list[str | None] = field(default_factory=list)
     frame_diffuse: list[tuple[str, str]] = field(default_factory=list)
     frame_fp: list[int] = field(default_factory=list)  # unmatched detections per analysed frame
-    # per visible true lesion and analysed frame: (in-plane diameter mm, detected, good frame)
-    frame_hits: list[tuple[float, bool, bool]] = field(default_factory=list)
+    # per visible true lesion and analysed frame: (in-plane diameter mm, detected)
+    frame_hits: list[tuple[float, bool]] = field(default_factory=list)
     mm_per_px: tuple[float, float] = (1.0, 1.0)
     seconds: float = 0.0
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -239,7 +239,7 @@ class ClipRun:
 def _detector_frames(seed: int, n_frames: int, detector_kind: str, stage_keys: list[str],
                      infer_config: dict[str, Any] | None,
                      stage_configs: dict[str, dict[str, Any]] | None = None):
-    """Yield ``(frame truth, visibility, packet after the detector, gate open)`` per frame.
+    """Yield ``(frame truth, visibility, packet after the detector)`` per frame.
 
     The packet is what ``track`` receives: preprocessed, quality-scored and, where the gate is
     open, filled by the detector.
@@ -422,11 +422,13 @@ def _score_frame(run: ClipRun, votes, hdr: FrameHeader, arrays, ftruth, mm, lcfg
     iou = iou_matrix(det_boxes, truth_boxes) if len(dets) and len(truth_l) else None
     single: list[LesionSummary] = []
     lesion_mask = arrays.get("lesion_mask")
+    matched_truth: set[int] = set()
     for i, d in enumerate(dets):
         tid = tids[i]
         match = None
         if iou is not None and iou[i].max() >= MATCH_IOU:
             match = truth_l[int(iou[i].argmax())]
+            matched_truth.add(int(match["lesion_id"]))
         if tid is not None:
             votes[tid][int(match["lesion_id"]) if match else 0] += 1
         mask = (lesion_mask == d.mask_id) if (lesion_mask is not None and d.mask_id) else None
@@ -447,21 +449,15 @@ def _score_frame(run: ClipRun, votes, hdr: FrameHeader, arrays, ftruth, mm, lcfg
                                         label=d.label, class_probs=dict(d.class_probs),
                                         malignancy=d.malignancy, features={}))
     good = hdr.quality is None or hdr.quality.score >= lcfg.good_quality
-    # frame-level detection, as the frame network's card counts it: every detection the infer
-    # stage emits, matched at IoU >= MATCH_IOU to the lesions visible on this frame
+    # frame-level detection: every detection the infer stage emits, matched at IoU >=
+    # MATCH_IOU to the lesions visible on this frame; unmatched ones are false
     vis = run.frame_visible[-1] if run.frame_visible else {}
-    matched_truth = set()
-    n_fp = 0
-    for i in range(len(dets)):
-        if iou is not None and iou[i].max() >= MATCH_IOU:
-            matched_truth.add(int(truth_l[int(iou[i].argmax())]["lesion_id"]))
-        else:
-            n_fp += 1
-    run.frame_fp.append(n_fp)
+    run.frame_fp.append(sum(1 for i in range(len(dets))
+                            if iou is None or iou[i].max() < MATCH_IOU))
     for t in truth_l:
         if vis.get(int(t["lesion_id"]), not run.frame_visible):
             run.frame_hits.append((float(t.get("diameter_mm", 0.0)),
-                                   int(t["lesion_id"]) in matched_truth, good))
+                                   int(t["lesion_id"]) in matched_truth))
     if good:
         res = categorize(single, good_frames=lcfg.min_good_frames, calibrated=True,
                          visualization=("-", "single frame"), config=lcfg)
@@ -638,8 +634,8 @@ def summarise(runs: list[ClipRun]) -> dict[str, Any]:
              for r in runs for s, fb in r.frame_diffuse]
     hits = [h for r in runs for h in r.frame_hits]
     out["frame_level"] = {
-        "detection_recall_ge10mm": _mean([d for mm, d, _ in hits if mm >= ELIGIBLE_MM]),
-        "detection_recall_5to10mm": _mean([d for mm, d, _ in hits if 5.0 <= mm < ELIGIBLE_MM]),
+        "detection_recall_ge10mm": _mean([d for mm, d in hits if mm >= ELIGIBLE_MM]),
+        "detection_recall_5to10mm": _mean([d for mm, d in hits if 5.0 <= mm < ELIGIBLE_MM]),
         "false_detections_per_frame": _mean([n for r in runs for n in r.frame_fp]),
         "matched_detections": len(fd),
         "type_accuracy": _mean([d["class"] == d["true_class"] for d in fd]),
