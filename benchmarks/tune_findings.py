@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                               {"quality": args.quality_config} if args.quality_config else None)
         if not path.exists():
             raise SystemExit(f"tune_findings: {path} is missing: run benchmarks/eval_findings.py "
-                             f"with the same --clips/--first-seed/--frames/--infer-config and "
+                             f"with the same --clips/--first-seed/--frames/--infer-config/"
+                             f"--quality-config and "
                              f"--cache {args.cache} first")
         rows[seed] = ef.cached_rows(path)
     results = []

@@ -17,11 +17,12 @@ One ``update`` per analysed frame:
    updates in a row is dropped; a confirmed track survives
    ``max_lost_updates`` updates without a match (a lesion leaves and re-enters the plane
    during a sweep), with a gate that widens while it is lost;
-5. re-acquisition checks appearance: a track lost for ``appearance_after_misses`` updates or
-   more only takes a detection whose lesion-type probabilities agree with the track's
-   (Bhattacharyya coefficient >= ``min_appearance_similarity``). Without it, a track whose
-   lesion left the plane was seen to take over a different lesion entering it later (a
-   hemangioma's track continued on an HCC, so the hemangioma was never reported).
+5. optionally (``min_appearance_similarity`` > 0; off by default), re-acquisition checks
+   appearance: a track lost for ``appearance_after_misses`` updates or more only takes a
+   detection whose lesion-type probabilities agree with the track's (Bhattacharyya
+   coefficient). It targets a track taking over a different lesion that enters the plane
+   after its own lesion left; the one such switch seen on test clips (seed 970014) happened
+   with no missed update between the two lesions, so the check could not catch it.
 """
 
 from __future__ import annotations
