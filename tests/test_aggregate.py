@@ -245,6 +245,16 @@ def test_a_track_pooled_to_other_is_listed_as_a_mimic_not_a_lesion():
     assert case["mimics"] == []
 
 
+def test_the_live_view_lists_only_what_the_case_lists_as_lesions():
+    frames, lesion_packets, case_packet = fx.run_stages(
+        fx.disc_clip(lesions=(("metastasis", 14.0), ("other", 18.0))))
+    case = case_packet.header.case
+    live_last = frames[-1].header.lesions
+    assert [les.lesion_id for les in live_last] == [les["lesion_id"] for les in case["lesions"]]
+    assert all(les.label != "other" for f in frames for les in f.header.lesions)
+    assert lesion_packets and all(p.header.lesion.label != "other" for p in lesion_packets)
+
+
 def test_unknown_mimic_class_is_a_config_error():
     from sonoflow.stream.errors import ConfigError
     from sonoflow.stream.stages.aggregate import AggregateStage
